@@ -1,0 +1,114 @@
+import argparse
+import glob
+import os
+
+import pytest
+import yaml
+
+from video_mcmae.config import ConfigError, add_config_args, load_config, save_config
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def test_base_merge_and_overrides(tmp_path):
+    (tmp_path / "base").mkdir()
+    write(tmp_path / "base" / "common.yaml", {
+        "model": {"name": "videoconvmae_tiny_patch16", "num_frames": 8, "img_size": 64},
+        "optim": {"epochs": 10, "warmup_epochs": 1, "betas": [0.9, 0.95]},
+    })
+    run = write(tmp_path / "run.yaml", {
+        "_base_": "base/common.yaml",
+        "optim": {"epochs": 3},
+        "run": {"output_dir": "out"},
+    })
+    cfg = load_config(run, ["optim.betas=[0.8, 0.99]", "model.mask_ratio=0.75", "optim.lr=1e-3"])
+    assert cfg.model.name == "videoconvmae_tiny_patch16"
+    assert cfg.model.num_frames == 8  # from the base
+    assert cfg.optim.epochs == 3  # the run file wins over its base
+    assert cfg.optim.betas == [0.8, 0.99]  # the override wins over both
+    assert cfg.model.mask_ratio == 0.75
+    assert cfg.optim.lr == pytest.approx(1e-3)
+    assert cfg.data.mean == [0.485, 0.456, 0.406]  # untouched defaults stay
+
+
+def test_base_list_and_loop(tmp_path):
+    a = write(tmp_path / "a.yaml", {"_base_": "b.yaml"})
+    write(tmp_path / "b.yaml", {"_base_": "a.yaml"})
+    with pytest.raises(ConfigError, match="loops"):
+        load_config(a)
+    write(tmp_path / "c.yaml", {"optim": {"epochs": 5, "warmup_epochs": 1}})
+    write(tmp_path / "d.yaml", {"optim": {"epochs": 7, "batch_size": 4}})
+    e = write(tmp_path / "e.yaml", {"_base_": ["c.yaml", "d.yaml"]})
+    cfg = load_config(e)
+    assert (cfg.optim.epochs, cfg.optim.batch_size) == (7, 4)  # later bases win
+
+
+def test_unknown_key_names_nearest(tmp_path):
+    run = write(tmp_path / "run.yaml", {"optim": {"epoch": 3}})
+    with pytest.raises(ConfigError, match=r"optim\.epoch'.*did you mean 'epochs'"):
+        load_config(run)
+    with pytest.raises(ConfigError, match=r"'modle'.*did you mean 'model'"):
+        load_config(None, ["modle.name=x"])
+
+
+@pytest.mark.parametrize("opt, expected", [
+    ("optim.epochs=ten", "expected int"),
+    ("optim.epochs=3.5", "expected int"),
+    ("model.sparse=1", "expected bool"),
+    ("optim.betas=0.9", "expected a list of float"),
+    ("model.mask_type=tubes", "did you mean 'tube'"),
+    ("optim.lr=fast", "expected float or null"),
+])
+def test_wrong_type_names_expected(opt, expected):
+    with pytest.raises(ConfigError, match=expected):
+        load_config(None, [opt])
+
+
+@pytest.mark.parametrize("opt, key", [
+    ("model.mask_ratio=1.0", "model.mask_ratio"),
+    ("model.mask_ratio=0", "model.mask_ratio"),
+    ("model.img_size=200", "model.img_size"),
+    ("model.num_frames=15", "model.num_frames"),
+    ("optim.layer_decay=1.5", "optim.layer_decay"),
+    ("deepspeed.zero_stage=3", "deepspeed.zero_stage"),
+    ("aug.crop_scale=[0.5, 0.2]", "aug.crop_scale"),
+])
+def test_impossible_values_rejected(opt, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(None, [opt])
+
+
+def test_bad_override_syntax_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        load_config(None, ["optim.epochs"])
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(str(tmp_path / "nope.yaml"))
+    bad = write(tmp_path / "bad.yaml", "optim: [1, 2")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_save_round_trip(tmp_path):
+    cfg = load_config(None, ["optim.epochs=4", "optim.warmup_epochs=1", "data.dataset=ssv2"])
+    path = save_config(cfg, str(tmp_path / "run"))
+    again = load_config(path)
+    assert again == cfg
+    assert again.num_temporal_views == 2  # SSv2's default test views
+
+
+def test_cli_args():
+    parser = add_config_args(argparse.ArgumentParser())
+    args = parser.parse_args(["--config", "x.yaml", "--opt", "a.b=1", "--opt", "c.d=2"])
+    assert args.opt == ["a.b=1", "c.d=2"]
+
+
+@pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)))
+def test_shipped_configs_are_valid(path):
+    if os.sep + "deepspeed" + os.sep in path:
+        pytest.skip("DeepSpeed json/yaml, not a run config")
+    load_config(path)
