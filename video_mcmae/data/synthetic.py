@@ -427,6 +427,10 @@ class SyntheticDataset:
     class_names: Tuple[str, ...]
     layouts: Tuple[str, ...]
     videos_per_class: Dict[str, int]
+    num_frames: int
+    fps: int
+    height: int
+    width: int
     num_videos: int  # rendered videos; each is written once per layout
     seconds: float
 
@@ -543,4 +547,5 @@ def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
         list_paths="relative to the layout directory (out_dir/<layout>)")
     (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return SyntheticDataset(root=root, class_names=names, layouts=chosen, videos_per_class=counts,
+                            num_frames=int(num_frames), fps=int(fps), height=int(height), width=int(width),
                             num_videos=len(jobs), seconds=time.perf_counter() - started)

@@ -1,0 +1,59 @@
+"""Shared fixtures: generated videos and a tiny synthetic dataset (made once per session)."""
+
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+import pytest
+
+from video_mcmae.data import synthetic
+
+# The tiny dataset every test shares; tests read these to know what to expect.
+TINY = dict(num_classes=4, videos_per_class={"train": 3, "val": 2, "test": 2}, num_frames=24,
+            fps=12, height=64, width=64, seed=0, layouts="both")
+
+
+def pattern_frames(num_frames: int, height: int, width: int) -> np.ndarray:
+    """(T, H, W, 3) uint8 frames whose frame t is told apart by its grey level
+    (16 + 223 * t / (T - 1), distinct for T <= 224), with a small red square moving
+    diagonally so the encoder sees motion."""
+    levels = np.round(16 + 223 * np.arange(num_frames) / max(num_frames - 1, 1)).astype(np.uint8)
+    frames = np.empty((num_frames, height, width, 3), np.uint8)
+    frames[:] = levels[:, None, None, None]
+    side = max(min(height, width) // 8, 2)
+    for t in range(num_frames):
+        y, x = (t * 2) % (height - side), (t * 3) % (width - side)
+        frames[t, y:y + side, x:x + side] = (255, 0, 0)
+    return frames
+
+
+def write_pattern_video(path: Union[str, Path], num_frames: int = 16, height: int = 64, width: int = 64,
+                        codec: str = "h264", fps: int = 16) -> np.ndarray:
+    """Encode ``pattern_frames`` to ``path`` (codec 'h264' -> use .mp4, 'vp9' -> .webm) and
+    return the frames that went in (the decoded ones differ by compression only)."""
+    frames = pattern_frames(num_frames, height, width)
+    synthetic.encode_video(path, frames, codec=codec, fps=fps)
+    return frames
+
+
+@pytest.fixture(scope="session")
+def make_video() -> Callable[..., np.ndarray]:
+    """``make_video(path, num_frames=16, height=64, width=64, codec='h264'|'vp9', fps=16)``
+    writes a short test video and returns its source frames (see ``pattern_frames``)."""
+    return write_pattern_video
+
+
+@pytest.fixture(scope="session")
+def synthetic_dataset(tmp_path_factory) -> synthetic.SyntheticDataset:
+    """The tiny synthetic set (``TINY``): 4 classes, 3/2/2 videos per class, 24 frames, 64x64,
+    both layouts. Lists: ``ds.list_path('k400'|'ssv2', split)``, paths relative to
+    ``ds.data_root(layout)``; class names: ``ds.class_file(layout)``."""
+    # One process: pool start-up costs more than it saves for 28 small videos.
+    return synthetic.make_dataset(tmp_path_factory.mktemp("synthetic"), workers=1, **TINY)
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(synthetic_dataset) -> Path:
+    """Root of the tiny synthetic set: ``<root>/k400/{train,val,test}.csv``, ``<root>/k400/classes.txt``,
+    ``<root>/ssv2/...`` the same; list paths are relative to ``<root>/<layout>``."""
+    return synthetic_dataset.root
