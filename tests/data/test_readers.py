@@ -1,0 +1,96 @@
+import logging
+import pickle
+
+import numpy as np
+import pytest
+
+from video_mcmae.data.readers import VideoReadError, open_video
+
+BACKENDS = ["decord", "pyav"]
+
+
+@pytest.mark.parametrize("name", ["a.mp4", "b.webm"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reads_requested_frames(video_dir, vids, name, backend):
+    with open_video(video_dir / name, backend) as r:
+        assert r.num_frames == (32 if name == "a.mp4" else 24)
+        assert r.fps == pytest.approx(25.0)
+        idx = [9, 2, 2, 0, r.num_frames - 1]  # unsorted and repeated
+        frames = r.get_frames(idx)
+    assert frames.dtype == np.uint8 and frames.shape == (5, 48, 64, 3)
+    levels = [vids.decoded_level(f) for f in frames]
+    assert levels == pytest.approx([vids.level(i) for i in idx], abs=3)
+
+
+@pytest.mark.parametrize("name", ["a.mp4", "b.webm", "short.mp4"])
+def test_decord_and_pyav_agree(video_dir, name):
+    d = open_video(video_dir / name, "decord", fallback=False)
+    a = open_video(video_dir / name, "pyav")
+    assert d.num_frames == a.num_frames
+    idx = list(range(0, d.num_frames, 3)) + [1]
+    diff = np.abs(d.get_frames(idx).astype(int) - a.get_frames(idx).astype(int))
+    assert diff.mean() < 1.0 and diff.max() <= 8
+
+
+def test_pyav_seeks_instead_of_decoding_everything(tmp_path, vids, monkeypatch):
+    path = vids.write(tmp_path / "long.mp4", num_frames=64, keyframe_every=8)
+    r = open_video(path, "pyav")
+    decoded = []
+    orig = type(r._container).decode
+
+    def counting_decode(self, *args, **kwargs):
+        for frame in orig(self, *args, **kwargs):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(type(r._container), "decode", counting_decode)
+    frames = r.get_frames([50, 52])
+    assert [vids.decoded_level(f) for f in frames] == pytest.approx([vids.level(50), vids.level(52)], abs=3)
+    assert 3 <= len(decoded) <= 8 + 3  # from the keyframe at 48 up to 52, not 53 frames
+
+
+@pytest.mark.parametrize("kind", ["missing", "empty", "not_video", "truncated", "zero_frames"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_files_raise_typed_error(bad_files, kind, backend):
+    path = bad_files[kind]
+    with pytest.raises(VideoReadError) as info:
+        r = open_video(path, backend)
+        r.get_frames([0])
+    assert info.value.path == path and info.value.reason
+    assert path in str(info.value)
+    again = pickle.loads(pickle.dumps(info.value))  # crosses worker processes intact
+    assert (again.path, again.reason) == (info.value.path, info.value.reason)
+
+
+def test_truncated_stream_with_intact_index(tmp_path, vids):
+    # Index at the front (faststart), frame data cut: the index promises frames that are gone.
+    full = vids.write(tmp_path / "full.mp4", num_frames=64, height=96, width=128, faststart=True)
+    cut = tmp_path / "cut.mp4"
+    data = open(full, "rb").read()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(VideoReadError, match="cut.mp4"):
+        r = open_video(cut, "pyav")
+        r.get_frames([0, r.num_frames - 1])
+
+
+def test_decord_failure_falls_back_to_pyav(video_dir, vids, monkeypatch, caplog):
+    import decord
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated decord failure")
+
+    monkeypatch.setattr(decord, "VideoReader", broken)
+    with caplog.at_level(logging.WARNING):
+        r = open_video(video_dir / "a.mp4", "decord")
+    assert r.backend == "pyav"
+    assert "simulated decord failure" in caplog.text and "a.mp4" in caplog.text
+    assert vids.decoded_level(r.get_frames([3])[0]) == pytest.approx(vids.level(3), abs=3)
+    with pytest.raises(VideoReadError):
+        open_video(video_dir / "a.mp4", "decord", fallback=False)
+
+
+def test_unknown_backend_and_out_of_range(video_dir):
+    with pytest.raises(ValueError, match="decord, pyav"):
+        open_video(video_dir / "a.mp4", "opencv")
+    with pytest.raises(IndexError):
+        open_video(video_dir / "a.mp4", "pyav").get_frames([32])
