@@ -5,6 +5,7 @@ works for the names in `PRESETS`.
 """
 from .convmae import ConvMAE, ConvMAEBase, ConvViT, ConvViTBase
 from .masking import draw_mask, random_masking, tube_masking, upsample_mask
+from .pretrained import LoadReport, load_pretrained
 from .video_convmae import VideoConvMAE, VideoConvViT
 
 PRESETS = (
@@ -16,4 +17,4 @@ PRESETS = (
 )
 
 __all__ = ["ConvMAE", "ConvMAEBase", "ConvViT", "ConvViTBase", "VideoConvMAE", "VideoConvViT", "PRESETS",
-           "draw_mask", "random_masking", "tube_masking", "upsample_mask"]
+           "LoadReport", "load_pretrained", "draw_mask", "random_masking", "tube_masking", "upsample_mask"]

@@ -1,0 +1,81 @@
+"""Parameters and GFLOPs (fvcore, one multiply-add = one FLOP) of model presets.
+
+Pretraining presets are counted in their pretraining forward (encoder + decoder + loss, with a mask
+of the preset's ratio, 0.9 for video), classifiers in their finetuning forward. The pretraining
+count is the dense masked path: the conv stages run on every position.
+
+    python tools/count_flops.py --presets videoconvmae_base_patch16 videoconvvit_base_patch16 \
+        --frames 16 --img-size 224
+"""
+import argparse
+import sys
+from pathlib import Path
+
+import timm
+import torch
+from fvcore.nn import FlopCountAnalysis
+from fvcore.nn.jit_handles import get_shape
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from video_mcmae.models import ConvMAEBase  # noqa: E402  (also registers the presets)
+
+DEFAULT_PRESETS = ("videoconvmae_base_patch16", "videoconvmae_base_msd_patch16", "videoconvvit_base_patch16")
+
+
+def sdpa_flop_handle(inputs, outputs) -> int:
+    """aten::scaled_dot_product_attention: Q K^T and attn V, B*H*N*M*(d + d_v) multiply-adds."""
+    q, k, v = (get_shape(inputs[i]) for i in range(3))
+    *batch, n, d = q
+    m, dv = k[-2], v[-1]
+    heads = 1
+    for b in batch:
+        heads *= b
+    return heads * n * m * (d + dv)
+
+
+def count(name: str, frames: int, img_size: int, mask_ratio: float = None) -> dict:
+    """Params (M) and GFLOPs of one preset at batch size 1."""
+    overrides = dict(img_size=img_size)
+    if name.startswith("video"):
+        overrides["num_frames"] = frames
+    if mask_ratio is not None and name.startswith(("videoconvmae", "convmae")):
+        overrides["mask_ratio"] = mask_ratio
+    try:
+        model = timm.create_model(name, **overrides).eval()
+    except RuntimeError as err:
+        raise SystemExit(f"unknown preset {name!r}: {err}") from err
+    x = torch.randn(1, model.in_chans, *model.input_size)
+    pretrain = isinstance(model, ConvMAEBase)
+    inputs = (x, model.draw_mask(x, torch.Generator().manual_seed(0))) if pretrain else (x,)
+    flops = FlopCountAnalysis(model, inputs)
+    flops.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
+    return dict(preset=name, mode=f"pretrain@{model.mask_ratio:g}" if pretrain else "finetune",
+                input="x".join(map(str, model.input_size)),
+                params=sum(p.numel() for p in model.parameters()) / 1e6, gflops=flops.total() / 1e9)
+
+
+def format_table(rows: list) -> str:
+    header = f"{'preset':<42} {'mode':<13} {'input':<12} {'params (M)':>10} {'GFLOPs':>9}"
+    lines = [header, "-" * len(header)]
+    lines += [f"{r['preset']:<42} {r['mode']:<13} {r['input']:<12} {r['params']:>10.2f} {r['gflops']:>9.3f}"
+              for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), help="registered preset names")
+    parser.add_argument("--frames", type=int, default=16, help="clip length for video presets")
+    parser.add_argument("--img-size", type=int, default=224, help="input height and width")
+    parser.add_argument("--mask-ratio", type=float, default=None,
+                        help="mask ratio of pretraining presets (default: the preset's own)")
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+    rows = [count(name, args.frames, args.img_size, args.mask_ratio) for name in args.presets]
+    print(format_table(rows))
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,136 @@
+"""Loading pretraining checkpoints (or exported weights) into a classifier.
+
+`load_pretrained(model, state_dict_or_path)` unwraps `{'model': ...}` / `{'module': ...}` checkpoints,
+drops the pretraining-only weights (decoder, mask token, MSD projections, the encoder's final norm),
+adapts learnable position tables to the model's grid, refuses other shape differences with an error
+naming the key and both shapes, and returns (and logs) a `LoadReport`.
+"""
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .embed import resize_pos_table
+
+logger = logging.getLogger(__name__)
+
+# weights that only the pretraining model uses; dropped when the target model has no such key
+PRETRAIN_ONLY_PREFIXES = ("decoder_", "mask_token", "stage1_output_decode.", "stage2_output_decode.", "norm.")
+
+
+@dataclass
+class LoadReport:
+    """What `load_pretrained` did. Keys are state-dict names of the model."""
+
+    loaded_keys: list = field(default_factory=list)
+    missing_keys: list = field(default_factory=list)      # in the model, not in the checkpoint
+    unexpected_keys: list = field(default_factory=list)   # in the checkpoint, not used by the model
+    dropped_keys: list = field(default_factory=list)      # pretraining-only weights (decoder, ...)
+    resized_keys: dict = field(default_factory=dict)      # key -> (checkpoint shape, model shape)
+    rebuilt_keys: list = field(default_factory=list)      # fixed sin-cos tables: the model's own, not loaded
+
+    def __str__(self) -> str:
+        lines = [f"loaded {len(self.loaded_keys)} tensors"]
+        for title, keys in (("missing", self.missing_keys), ("unexpected", self.unexpected_keys),
+                            ("dropped (pretraining only)", self.dropped_keys),
+                            ("fixed tables rebuilt", self.rebuilt_keys)):
+            if keys:
+                lines.append(f"{title}: {', '.join(keys)}")
+        for key, (src, dst) in self.resized_keys.items():
+            lines.append(f"resized {key}: {tuple(src)} -> {tuple(dst)}")
+        return "\n".join(lines)
+
+
+def read_state_dict(source) -> dict:
+    """A state dict from a dict, a `.pth`/`.pt` file (weights only) or a `.safetensors` file,
+    unwrapping `{'model': ...}` / `{'module': ...}` and a DDP `module.` prefix."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        if not path.is_file():
+            raise FileNotFoundError(f"pretrained weights not found: {path}")
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            source = load_file(str(path))
+        else:
+            try:
+                source = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as err:
+                raise ValueError(f"cannot read {path} as a weights-only torch checkpoint ({err}); "
+                                 "export plain tensors (e.g. with safetensors) and load those") from err
+    while isinstance(source, dict) and ("model" in source or "module" in source):
+        source = source["model"] if "model" in source else source["module"]
+    if not isinstance(source, dict) or not all(isinstance(v, torch.Tensor) for v in source.values()):
+        raise ValueError("pretrained weights must be a state dict of tensors (optionally wrapped in "
+                         "{'model': ...} or {'module': ...})")
+    if source and all(k.startswith("module.") for k in source):
+        source = {k[len("module."):]: v for k, v in source.items()}
+    return dict(source)
+
+
+def _source_grid(num_tokens: int, dst_grid: tuple, key: str) -> tuple:
+    """Infer a checkpoint table's grid: a square spatial grid with the model's frame count, else the
+    model's spatial grid with another frame count. Other cases need `checkpoint_grid`."""
+    if len(dst_grid) == 2:
+        side = math.isqrt(num_tokens)
+        if side * side == num_tokens:
+            return side, side
+    else:
+        t, h, w = dst_grid
+        side = math.isqrt(num_tokens // t)
+        if num_tokens % t == 0 and side * side == num_tokens // t:
+            return t, side, side
+        if num_tokens % (h * w) == 0:
+            return num_tokens // (h * w), h, w
+    raise ValueError(f"cannot infer the grid of '{key}' ({num_tokens} tokens) for a model grid {tuple(dst_grid)}; "
+                     "pass checkpoint_grid=(T, H, W) or (H, W) of the stage-3 grid the weights were trained on")
+
+
+def load_pretrained(model: nn.Module, state_dict_or_path, checkpoint_grid: tuple = None,
+                    drop_prefixes: tuple = ()) -> LoadReport:
+    """Load pretrained weights into `model` (typically a classifier) and return a `LoadReport`.
+
+    checkpoint_grid: the stage-3 grid the checkpoint's position table was built for, e.g. (8, 14, 14);
+        inferred (square in space) when omitted.
+    drop_prefixes: extra checkpoint key prefixes to ignore (e.g. ('head.',) for another label set).
+    """
+    source = read_state_dict(state_dict_or_path)
+    target = model.state_dict()
+    pos_tables = model.pos_tables() if hasattr(model, "pos_tables") else {}
+    params = dict(model.named_parameters())
+    fixed = sorted(k for k in pos_tables if not params[k].requires_grad)
+    report = LoadReport(rebuilt_keys=fixed)
+    state, mismatched = {}, []
+    for key, value in source.items():
+        if key not in target:
+            if key.startswith(PRETRAIN_ONLY_PREFIXES + tuple(drop_prefixes)):
+                report.dropped_keys.append(key)
+            else:
+                report.unexpected_keys.append(key)
+            continue
+        if key.startswith(tuple(drop_prefixes)):
+            report.dropped_keys.append(key)
+            continue
+        if key in fixed:
+            continue
+        if value.shape != target[key].shape:
+            if key in pos_tables and value.shape[-1] == target[key].shape[-1]:
+                src_grid = tuple(checkpoint_grid) if checkpoint_grid else _source_grid(value.shape[1], pos_tables[key], key)
+                value = resize_pos_table(value, src_grid, pos_tables[key])
+                report.resized_keys[key] = (tuple(source[key].shape), tuple(value.shape))
+            else:
+                mismatched.append(f"'{key}': checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}")
+                continue
+        state[key] = value
+    if mismatched:
+        raise ValueError("pretrained weights do not fit the model (different architecture or width?): "
+                         + "; ".join(mismatched) + ". Create the matching preset, or drop these keys with drop_prefixes")
+    if not state:
+        raise ValueError("no tensor of the pretrained weights matches the model's parameter names")
+    result = model.load_state_dict(state, strict=False)
+    report.loaded_keys = sorted(state)
+    report.missing_keys = [k for k in result.missing_keys if k not in fixed]
+    logger.info("load_pretrained: %s", report)
+    return report
