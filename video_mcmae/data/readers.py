@@ -289,3 +289,45 @@ def open_video(path: str, backend: str = "decord", fallback: bool = True, num_th
     if fallback:
         return _FallbackReader(path, num_threads)
     return DecordReader(path, num_threads)
+
+
+def check_video(path: str, backend: str = "decord", fallback: bool = True) -> Optional[str]:
+    """None if the file opens and its first and last frames decode, else the reason."""
+    try:
+        with open_video(path, backend, fallback=fallback, num_threads=1) as r:
+            r.get_frames([0, r.num_frames - 1])
+    except VideoReadError as e:
+        return e.reason
+    return None
+
+
+def _check_job(job):
+    index, path, backend, fallback = job
+    return index, check_video(path, backend, fallback)
+
+
+def scan_videos(paths: Sequence[str], backend: str = "decord", workers: int = 0,
+                fallback: bool = True, progress: bool = False) -> dict:
+    """`check_video` over many files with `workers` processes -> {index: reason} of the bad ones."""
+    jobs = [(i, p, backend, fallback) for i, p in enumerate(paths)]
+    bad = {}
+    if workers > 0:
+        import multiprocessing
+
+        pool = multiprocessing.Pool(workers)
+        results = pool.imap_unordered(_check_job, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 8))))
+    else:
+        pool, results = None, map(_check_job, jobs)
+    try:
+        if progress:
+            from tqdm import tqdm
+
+            results = tqdm(results, total=len(jobs), unit="video", desc="checking videos")
+        for index, reason in results:
+            if reason is not None:
+                bad[index] = reason
+    finally:
+        if pool is not None:
+            pool.close()
+            pool.join()
+    return bad

@@ -1,0 +1,151 @@
+import logging
+import os
+
+import pytest
+import torch
+
+from video_mcmae.config import Config
+from video_mcmae.data.datasets import (
+    PretrainDataset,
+    TooManyBadFilesError,
+    VideoClsDataset,
+    VideoTestDataset,
+    build_dataset,
+    build_loader,
+    collate_stacked,
+    set_epoch,
+)
+from video_mcmae.data.lists import Sample, read_list
+from video_mcmae.data.readers import VideoReadError
+from video_mcmae.data.transforms import EvalTransform, PretrainTransform, TrainTransform
+
+MEAN, STD = [0.45] * 3, [0.225] * 3
+
+
+def tiny_cfg(root, layout="k400", **data):
+    cfg = Config()
+    cfg.model.num_frames, cfg.model.img_size, cfg.model.num_classes = 4, 32, 4
+    cfg.data.dataset = layout
+    cfg.data.data_root = str(root / layout)
+    for split in ("train", "val", "test"):
+        setattr(cfg.data, f"{split}_list", str(root / layout / f"{split}.csv"))
+    cfg.data.sampling_rate, cfg.data.short_side_size, cfg.data.num_workers = 2, 40, 0
+    cfg.aug.rand_augment, cfg.aug.reprob = "", 0.0
+    cfg.optim.batch_size, cfg.test.batch_size = 2, 4
+    for k, v in data.items():
+        setattr(cfg.data, k, v)
+    return cfg
+
+
+def test_pretrain_repeated_sampling_shapes(synthetic_root):
+    cfg = tiny_cfg(synthetic_root, num_sample=2)
+    ds = build_dataset(cfg, "pretrain")
+    clips = ds[0]
+    assert clips.shape == (2, 3, 4, 32, 32)
+    assert not torch.equal(clips[0], clips[1])  # two augmentations of one decode
+    loader = build_loader(cfg, "pretrain", dataset=ds)
+    batch = next(iter(loader))
+    assert batch.shape == (4, 3, 4, 32, 32)  # batch 2 videos x 2 samples
+    cfg.data.dataset = "ssv2"
+    cls = build_dataset(tiny_cfg(synthetic_root, "ssv2", num_sample=2), "train")
+    clips, labels = collate_stacked([cls[0], cls[1]])
+    assert clips.shape == (4, 3, 4, 32, 32) and labels.tolist() == [cls.samples[0].label] * 2 + [cls.samples[1].label] * 2
+
+
+def test_determinism_across_epochs_instances_and_workers(synthetic_root):
+    cfg = tiny_cfg(synthetic_root)
+    a, b = build_dataset(cfg, "train"), build_dataset(cfg, "train")
+    assert torch.equal(a[3][0], b[3][0])
+    b.set_epoch(1)
+    assert not torch.equal(a[3][0], b[3][0])
+    loader0 = build_loader(cfg, "train", dataset=a)
+    set_epoch(loader0, 2)
+    cfg.data.num_workers = 2
+    loader2 = build_loader(cfg, "train", dataset=build_dataset(cfg, "train"))
+    list(loader2)  # starts the persistent workers at epoch 0
+    set_epoch(loader2, 2)  # reaches them through shared memory
+    for (x0, y0), (x2, y2) in zip(loader0, loader2):
+        assert torch.equal(x0, x2) and torch.equal(y0, y2)
+
+
+def test_val_is_deterministic_centre(synthetic_root):
+    ds = build_dataset(tiny_cfg(synthetic_root, "ssv2"), "val")
+    x, label = ds[0]
+    assert x.shape == (3, 4, 32, 32) and label == ds.samples[0].label
+    ds.set_epoch(5)
+    assert torch.equal(ds[0][0], x)
+
+
+@pytest.fixture
+def mixed_list(tmp_path, synthetic_root, vids):
+    """8 readable videos then the 5 broken kinds (13 lines)."""
+    good = read_list(str(synthetic_root / "k400" / "train.csv"), data_root=str(synthetic_root / "k400"))[:8]
+    bad = vids.make_bad_files(str(tmp_path / "bad"))
+    samples = list(good) + [Sample(p, 1, 0) for p in bad.values()]
+    return samples, bad
+
+
+def test_training_replaces_counts_and_logs_bad_files(mixed_list, caplog):
+    samples, bad = mixed_list
+    ds = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32, MEAN, STD),
+                         max_bad_fraction=0.5)
+    with caplog.at_level(logging.WARNING):
+        first = [ds[i] for i in range(len(ds))]
+        [ds[i] for i in range(len(ds))]
+    stats = ds.bad_file_stats()
+    assert stats == dict(bad_files=5, replaced=10, num_samples=13)
+    assert sorted(ds.bad_file_paths()) == sorted(bad.values())
+    for path in bad.values():  # logged once each, with the path
+        assert sum(path in r.getMessage() for r in caplog.records if r.name.endswith("datasets")) == 1
+    # replacements are deterministic: the 5 bad items (indices 8..12) wrap around to video 0
+    assert all(c.shape == (1, 3, 4, 32, 32) for c in first)
+    ds.set_epoch(1)
+    assert ds.bad_file_stats()["replaced"] == 0
+
+
+def test_training_stops_above_bad_fraction(mixed_list):
+    samples, _ = mixed_list
+    ds = VideoClsDataset(samples, mode="train", sampling="dense", num_frames=4, sampling_rate=2,
+                         transform=TrainTransform(32, MEAN, STD, flip=True), max_bad_fraction=0.3)
+    with pytest.raises(TooManyBadFilesError, match=r"4 of 13 videos .*data.max_bad_fraction=0.3"):
+        for i in range(len(ds)):
+            ds[i]
+
+
+def test_test_dataset_excludes_and_lists_bad_videos(mixed_list):
+    samples, bad = mixed_list
+    ds = VideoTestDataset(samples, sampling="dense", num_frames=4, sampling_rate=2, num_temporal_views=2,
+                          num_spatial_crops=3, transform=EvalTransform(32, 40, MEAN, STD, num_crops=3))
+    excluded = ds.scan()
+    assert [(i, p) for i, p, _ in excluded] == [(8 + k, p) for k, p in enumerate(bad.values())]
+    assert all(reason for _, _, reason in excluded)
+    assert len(ds) == 8 * 2 * 3
+    seen = []
+    for i in range(len(ds)):
+        clip, label, video, t, s = ds[i]
+        assert clip.shape == (3, 4, 32, 32) and label == samples[video].label
+        seen.append((video, t, s))
+    assert seen == ds.expected_views() and {v for v, _, _ in seen} == set(range(8))
+    # unscanned, a bad video is never replaced: it raises
+    raw = VideoTestDataset(samples, sampling="dense", num_frames=4, sampling_rate=2, num_temporal_views=1,
+                           num_spatial_crops=1, transform=EvalTransform(32, 40, MEAN, STD))
+    with pytest.raises(VideoReadError):
+        raw[8]
+
+
+def test_build_test_dataset_from_config(synthetic_root):
+    cfg = tiny_cfg(synthetic_root, "ssv2", test_num_spatial_crops=2)
+    ds = build_dataset(cfg, "test")
+    assert ds.num_temporal_views == 2 and ds.sampling == "segment" and ds.excluded == []
+    assert len(ds) == len(ds.samples) * 4
+    loader = build_loader(cfg, "test", dataset=ds)
+    clip, label, video, t, s = next(iter(loader))
+    assert clip.shape == (4, 3, 4, 32, 32) and video.tolist() == [0, 0, 0, 0]
+    assert t.tolist() == [0, 0, 1, 1] and s.tolist() == [0, 1, 0, 1]
+
+
+def test_missing_list_is_a_clear_error(synthetic_root):
+    cfg = tiny_cfg(synthetic_root)
+    cfg.data.val_list = ""
+    with pytest.raises(ValueError, match="data.val_list is empty"):
+        build_dataset(cfg, "val")
