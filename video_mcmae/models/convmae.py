@@ -18,6 +18,7 @@ from torch.utils.checkpoint import checkpoint
 from .embed import PatchEmbed, build_pos_embed, channels_first, flatten_tokens
 from .layers import Block, ConvBlock, Pointwise
 from .masking import check_mask, draw_mask, upsample_mask
+from .sparse import visible_conv_stages, visible_msd
 
 __all__ = ["ConvViTEncoder", "ConvMAEBase", "ConvViTBase", "ConvMAE", "ConvViT", "create_preset"]
 
@@ -216,11 +217,15 @@ class ConvMAEBase(ConvViTEncoder):
 
     def forward_encoder(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) + mask -> normalised visible tokens `(B, N_vis, C3)`."""
-        stage1, stage2, x = self.forward_conv_stages(x, mask)
+        if self.sparse:  # visible positions only (models.sparse); sparse=False is the dense reference
+            stage1, stage2, x = visible_conv_stages(self, x, mask)
+        else:
+            stage1, stage2, x = self.forward_conv_stages(x, mask)
         for blk in self.blocks3:
             x = blk(x)
         if self.msd:
-            x = x + self.forward_msd(stage1, stage2, mask)
+            fused = visible_msd(self, stage1, stage2, mask) if self.sparse else self.forward_msd(stage1, stage2, mask)
+            x = x + fused
         return self.norm(x)
 
     # -- decoder and loss ------------------------------------------------------------------------

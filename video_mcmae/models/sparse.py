@@ -12,7 +12,7 @@ import importlib
 import importlib.util
 import math
 import os
-from typing import Optional, Sequence
+from typing import NamedTuple, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -155,3 +155,124 @@ def _torch_visible(rows, index_map, weight, bias, positions):
     canvas = rows.new_zeros(math.prod(index_map.shape), rows.shape[-1]).index_copy(0, positions, rows)
     y = _torch_dense(canvas.view(*index_map.shape, -1), weight, bias)
     return y.reshape(-1, rows.shape[-1]).index_select(0, positions)
+
+
+# -- visible-only execution of the conv stages ------------------------------------------------------
+#
+# Rows are ordered hierarchically: the visible stage-3 tokens in (sample, token) order (the order of
+# `tokens[~mask]`), then each token's stage-2 children, then each of those's stage-1 children, each
+# child set in row-major order of its stride box. A stride (merge) conv on a visible cell is then a
+# matrix product of its children's rows, which are consecutive.
+
+
+class VisibleGrid(NamedTuple):
+    """Visible rows of one stage: int32 `index_map (B, *S)` (row or -1) and `positions (N,)`."""
+    index_map: torch.Tensor
+    positions: torch.Tensor
+
+
+class VisibleStage(NamedTuple):
+    """A stage's output at its visible positions: rows `(N, C)` in the hierarchical order."""
+    rows: torch.Tensor
+    grid: VisibleGrid
+
+
+def _box_offsets(stride: Sequence[int], device) -> torch.Tensor:
+    """(prod(stride), nd) offsets of the cells of a stride box, row-major."""
+    axes = torch.meshgrid(*(torch.arange(s, device=device) for s in stride), indexing="ij")
+    return torch.stack(axes, dim=-1).reshape(-1, len(stride))
+
+
+def _children(coords: torch.Tensor, stride: Sequence[int]) -> torch.Tensor:
+    """(N, nd) cell coordinates -> (N * prod(stride), nd) coordinates of their children."""
+    step = torch.tensor(stride, device=coords.device)
+    return (coords[:, None] * step + _box_offsets(stride, coords.device)[None]).reshape(-1, coords.shape[1])
+
+
+def _visible_grid(sample: torch.Tensor, coords: torch.Tensor, batch: int, grid: Sequence[int]) -> VisibleGrid:
+    """Index map and positions of rows at `coords` (N, nd) of samples `sample` (N,)."""
+    linear = sample
+    for d, size in enumerate(grid):
+        linear = linear * size + coords[:, d]
+    index_map = torch.full((batch * math.prod(grid),), -1, dtype=torch.int32, device=coords.device)
+    index_map[linear] = torch.arange(linear.numel(), dtype=torch.int32, device=coords.device)
+    return VisibleGrid(index_map.view(batch, *grid), linear.to(torch.int32))
+
+
+def _merge(rows: torch.Tensor, conv: torch.nn.Module) -> torch.Tensor:
+    """A kernel = stride conv evaluated on cells whose children are consecutive rows:
+    (N * prod(k), C_in) -> (N, C_out)."""
+    weight = conv.weight
+    box = math.prod(weight.shape[2:])
+    patches = rows.reshape(-1, box, rows.shape[-1]).transpose(1, 2).flatten(1)
+    return F.linear(patches, weight.flatten(1), conv.bias)
+
+
+def _embed_patches(model, x: torch.Tensor, sample: torch.Tensor, coords3: torch.Tensor) -> torch.Tensor:
+    """Stage-1 input patches of the visible tokens in stage-1 row order: (N1, C_in * prod(s1))."""
+    nd = coords3.shape[1]
+    patch = model.patch_size_nd
+    split = [size for d in range(nd) for size in (model.grid_size[d], patch[d])]
+    grid_view = x.reshape(x.shape[0], x.shape[1], *split)
+    index = (sample, slice(None)) + tuple(i for d in range(nd) for i in (coords3[:, d], slice(None)))
+    cubes = grid_view[index]  # (N3, C_in, *patch): the advanced indices move to the front
+    s1, s2, s3 = model.strides
+    cubes = cubes.reshape(cubes.shape[0], cubes.shape[1], *[n for d in range(nd) for n in (s3[d], s2[d], s1[d])])
+    # (N3, C, [s3 s2 s1] per dim) -> (N3, s3..., s2..., C, s1...)
+    order = ([0] + [2 + 3 * d for d in range(nd)] + [3 + 3 * d for d in range(nd)] + [1]
+             + [4 + 3 * d for d in range(nd)])
+    return cubes.permute(order).reshape(-1, x.shape[1] * math.prod(s1))
+
+
+def _conv_blocks(blocks, rows: torch.Tensor, grid: VisibleGrid, batch: int) -> torch.Tensor:
+    """`ConvBlock.forward` on visible rows; drop-path acts per sample as in the dense block."""
+    def per_sample(fn, value):
+        return fn(value.view(batch, -1, value.shape[-1])).view(value.shape)
+
+    for blk in blocks:
+        y = blk.conv1(blk.norm1(rows))
+        y = depthwise_conv_visible(y, grid.index_map, blk.attn.weight, blk.attn.bias, grid.positions)
+        rows = rows + per_sample(blk.drop_path, blk.conv2(y))
+        rows = rows + per_sample(blk.drop_path, blk.mlp(blk.norm2(rows)))
+    return rows
+
+
+def visible_conv_stages(model, x: torch.Tensor, mask: torch.Tensor) -> tuple:
+    """`ConvMAEBase.forward_conv_stages` computed at visible positions only.
+
+    Returns (stage 1, stage 2) as `VisibleStage`s and the visible stage-3 tokens `(B, N_vis, C3)`
+    with the position table, equal to the dense masked path's values.
+    """
+    batch = x.shape[0]
+    sample, token = torch.nonzero(~mask, as_tuple=True)
+    coords3 = torch.stack([(token // math.prod(model.grid_size[d + 1:])) % size
+                           for d, size in enumerate(model.grid_size)], dim=1)
+    _, s2, s3 = model.strides
+    grid2 = _visible_grid(sample.repeat_interleave(math.prod(s3)), _children(coords3, s3), batch,
+                          model.stage_grids[1])
+    grid1 = _visible_grid(sample.repeat_interleave(math.prod(s3) * math.prod(s2)),
+                          _children(_children(coords3, s3), s2), batch, model.stage_grids[0])
+
+    def embed(pe, patches):
+        return pe.act(pe.norm(F.linear(patches, pe.proj.weight.flatten(1), pe.proj.bias)))
+
+    rows = embed(model.patch_embed1, _embed_patches(model, x, sample, coords3))
+    stage1 = VisibleStage(_conv_blocks(model.blocks1, rows, grid1, batch), grid1)
+    rows = model.patch_embed2.act(model.patch_embed2.norm(_merge(stage1.rows, model.patch_embed2.proj)))
+    stage2 = VisibleStage(_conv_blocks(model.blocks2, rows, grid2, batch), grid2)
+    tokens = model.patch_embed3.act(model.patch_embed3.norm(_merge(stage2.rows, model.patch_embed3.proj)))
+    tokens = model.patch_embed4(tokens) + model.pos_embed[0, token]
+    return stage1, stage2, tokens.view(batch, -1, tokens.shape[-1])
+
+
+def visible_msd(model, stage1: VisibleStage, stage2: VisibleStage, mask: torch.Tensor) -> torch.Tensor:
+    """`ConvMAEBase.forward_msd` at the visible stage-3 tokens: (B, N_vis, C3)."""
+    nd = len(model.grid_size)
+    _, s2, s3 = model.strides
+    # stage-1 rows per token are ordered (s3 box, s2 box); the decode conv's kernel is s3*s2 per
+    # dim with the s3 offset outer, so interleave the two boxes dimension by dimension
+    rows1 = stage1.rows.reshape(-1, *s3, *s2, stage1.rows.shape[-1])
+    order = [0] + [i for d in range(nd) for i in (1 + d, 1 + nd + d)] + [1 + 2 * nd]
+    rows1 = rows1.permute(order).reshape(-1, stage1.rows.shape[-1])
+    fused = _merge(rows1, model.stage1_output_decode) + _merge(stage2.rows, model.stage2_output_decode)
+    return fused.view(mask.shape[0], -1, fused.shape[-1])
