@@ -31,6 +31,7 @@ class LoadReport:
     dropped_keys: list = field(default_factory=list)      # pretraining-only weights (decoder, ...)
     resized_keys: dict = field(default_factory=dict)      # key -> (checkpoint shape, model shape)
     rebuilt_keys: list = field(default_factory=list)      # fixed sin-cos tables: the model's own, not loaded
+    checkpoint_grid: tuple = None                          # stage-3 grid assumed for resized tables
 
     def __str__(self) -> str:
         lines = [f"loaded {len(self.loaded_keys)} tensors"]
@@ -40,7 +41,7 @@ class LoadReport:
             if keys:
                 lines.append(f"{title}: {', '.join(keys)}")
         for key, (src, dst) in self.resized_keys.items():
-            lines.append(f"resized {key}: {tuple(src)} -> {tuple(dst)}")
+            lines.append(f"resized {key}: {tuple(src)} -> {tuple(dst)} (checkpoint grid {self.checkpoint_grid})")
         return "\n".join(lines)
 
 
@@ -70,22 +71,25 @@ def read_state_dict(source) -> dict:
     return dict(source)
 
 
-def _source_grid(num_tokens: int, dst_grid: tuple, key: str) -> tuple:
-    """Infer a checkpoint table's grid: a square spatial grid with the model's frame count, else the
-    model's spatial grid with another frame count. Other cases need `checkpoint_grid`."""
-    if len(dst_grid) == 2:
-        side = math.isqrt(num_tokens)
-        if side * side == num_tokens:
-            return side, side
-    else:
-        t, h, w = dst_grid
-        side = math.isqrt(num_tokens // t)
-        if num_tokens % t == 0 and side * side == num_tokens // t:
-            return t, side, side
-        if num_tokens % (h * w) == 0:
-            return num_tokens // (h * w), h, w
-    raise ValueError(f"cannot infer the grid of '{key}' ({num_tokens} tokens) for a model grid {tuple(dst_grid)}; "
-                     "pass checkpoint_grid=(T, H, W) or (H, W) of the stage-3 grid the weights were trained on")
+def infer_grid(num_tokens: int, model_grid: tuple) -> tuple:
+    """Guess the grid of a checkpoint's `num_tokens`-token table: the model's spatial aspect ratio, and
+    among those grids the one whose frames-to-height ratio is closest to the model's."""
+    *time, height, width = model_grid
+    candidates = []
+    for h in range(1, num_tokens + 1):
+        w, rem = divmod(h * width, height)
+        if rem or w == 0 or num_tokens % (h * w):
+            continue
+        t = num_tokens // (h * w)
+        if time or t == 1:
+            candidates.append((t, h, w) if time else (h, w))
+    if not candidates:
+        raise ValueError(f"cannot infer the grid of a {num_tokens}-token position table for the model grid "
+                         f"{tuple(model_grid)}; pass checkpoint_grid=(T, H, W) or (H, W) of its stage-3 grid")
+    if not time:
+        return candidates[0]
+    target = math.log(time[0] / height)
+    return min(candidates, key=lambda g: abs(math.log(g[0] / g[1]) - target))
 
 
 def load_pretrained(model: nn.Module, state_dict_or_path, checkpoint_grid: tuple = None,
@@ -93,7 +97,7 @@ def load_pretrained(model: nn.Module, state_dict_or_path, checkpoint_grid: tuple
     """Load pretrained weights into `model` (typically a classifier) and return a `LoadReport`.
 
     checkpoint_grid: the stage-3 grid the checkpoint's position table was built for, e.g. (8, 14, 14);
-        inferred (square in space) when omitted.
+        inferred by `infer_grid` when omitted (the report says which grid was assumed).
     drop_prefixes: extra checkpoint key prefixes to ignore (e.g. ('head.',) for another label set).
     """
     source = read_state_dict(state_dict_or_path)
@@ -117,8 +121,9 @@ def load_pretrained(model: nn.Module, state_dict_or_path, checkpoint_grid: tuple
             continue
         if value.shape != target[key].shape:
             if key in pos_tables and value.shape[-1] == target[key].shape[-1]:
-                src_grid = tuple(checkpoint_grid) if checkpoint_grid else _source_grid(value.shape[1], pos_tables[key], key)
+                src_grid = tuple(checkpoint_grid) if checkpoint_grid else infer_grid(value.shape[1], pos_tables[key])
                 value = resize_pos_table(value, src_grid, pos_tables[key])
+                report.checkpoint_grid = src_grid
                 report.resized_keys[key] = (tuple(source[key].shape), tuple(value.shape))
             else:
                 mismatched.append(f"'{key}': checkpoint {tuple(value.shape)} vs model {tuple(target[key].shape)}")

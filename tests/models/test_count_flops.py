@@ -1,0 +1,40 @@
+import importlib.util
+from pathlib import Path
+
+import torch
+from fvcore.nn import FlopCountAnalysis
+
+from video_mcmae.models.layers import Attention
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "count_flops.py"
+
+
+def _load_tool():
+    spec = importlib.util.spec_from_file_location("count_flops", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_count_flops_on_tiny_presets(capsys):
+    tool = _load_tool()
+    rows = tool.main(["--presets", "videoconvmae_tiny_patch16", "videoconvvit_tiny_patch16",
+                      "--frames", "4", "--img-size", "32"])
+    pretrain, finetune = rows
+    assert pretrain["mode"] == "pretrain@0.9" and finetune["mode"] == "finetune"
+    assert pretrain["input"] == finetune["input"] == "4x32x32"
+    assert 0 < finetune["gflops"] and 0 < pretrain["gflops"]
+    assert 0.1 < finetune["params"] < 1
+    out = capsys.readouterr().out
+    assert "videoconvvit_tiny_patch16" in out and "GFLOPs" in out
+
+
+def test_attention_flops_are_counted():
+    tool = _load_tool()
+    attn = Attention(dim=16, num_heads=2).eval()
+    flops = FlopCountAnalysis(attn, torch.randn(1, 10, 16))
+    flops.set_op_handle("aten::scaled_dot_product_attention", tool.sdpa_flop_handle)
+    flops.unsupported_ops_warnings(False)
+    qkv, proj = 10 * 16 * 48, 10 * 16 * 16
+    scores_and_values = 2 * 10 * 10 * (8 + 8)  # heads x queries x keys x (d_qk + d_v)
+    assert flops.total() == qkv + proj + scores_and_values
