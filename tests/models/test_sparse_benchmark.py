@@ -1,0 +1,56 @@
+"""tools/benchmark.py runs end to end on the CPU at tiny shapes (numbers are not checked, only produced)."""
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from video_mcmae.models import sparse
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_training_steps(benchmark, tmp_path, capsys):
+    out = tmp_path / "train.json"
+    before = os.environ.get(sparse.BACKEND_ENV)
+    rows = benchmark.main(["train", "--model", "videoconvmae_tiny_msd_patch16", "--frames", "4", "--img-size", "32",
+                           "--batch", "2", "--steps", "1", "--warmup", "0", "--precision", "fp32",
+                           "--sparse", "on", "off", "--kernel", "torch", "--device", "cpu", "--json", str(out)])
+    assert os.environ.get(sparse.BACKEND_ENV) == before, "the benchmark must restore the backend choice"
+    assert [r["sparse"] for r in rows] == [True, False]
+    saved = json.loads(out.read_text())
+    assert saved["results"] == rows
+    for row in rows:
+        assert row["task"] == "pretrain" and row["input"] == [4, 32, 32]
+        assert row["ms_per_step"] > 0 and row["clips_per_s"] > 0 and row["peak_mem_mib"] > 0
+    assert "clips_per_s" in capsys.readouterr().out
+
+    (row,) = benchmark.main(["train", "--model", "videoconvvit_tiny_patch16", "--frames", "4", "--img-size", "32",
+                             "--batch", "2", "--steps", "1", "--warmup", "0", "--precision", "bf16",
+                             "--num-classes", "5", "--device", "cpu"])
+    assert row["task"] == "finetune" and row["sparse"] is None and row["ms_per_step"] > 0
+
+
+def test_dwconv_micro_benchmark(benchmark, tmp_path):
+    out = tmp_path / "dwconv.json"
+    rows = benchmark.main(["dwconv", "--shape", "1", "8", "3", "6", "6", "--kernel-size", "3", "3", "3",
+                           "--steps", "1", "--warmup", "0", "--precision", "fp32", "--triton", "off",
+                           "--device", "cpu", "--json", str(out)])
+    assert {r["case"] for r in rows} == {"dense/conv-channels-first", "dense/torch", "visible/torch"}
+    for row in rows:
+        assert row["fwd_bwd_ms"] > 0 and row["copy_gbs"] > 0 and row["max_rel_err"] < 1e-5
+    assert len(json.loads(out.read_text())["results"]) == 3
+
+
+def test_bad_kernel_size_is_named(benchmark):
+    with pytest.raises(SystemExit, match="needs 3 entries"):
+        benchmark.main(["dwconv", "--shape", "1", "8", "3", "6", "6", "--kernel-size", "3", "3", "--device", "cpu"])

@@ -1,0 +1,282 @@
+"""Speed and memory of full training steps and of the depthwise-conv kernel.
+
+Training step (forward + backward + AdamW step on a random clip already on the device): clips/s,
+ms/step and peak memory, one row per combination of the listed modes.
+
+    python tools/benchmark.py train --model videoconvmae_base_patch16 --batch 32 --precision bf16 \
+        --mask-ratio 0.9 --sparse on off --kernel triton torch --compile off on --json pretrain.json
+    python tools/benchmark.py train --model videoconvvit_base_patch16 --batch 32 --precision bf16
+
+Depthwise conv alone (fwd and fwd+bwd ms, achieved GB/s against a measured device-to-device
+copy; output error against an fp32 torch reference): dense through the kernel, through torch
+(channels-last, what the models would otherwise run) and conv3d/conv2d on a channels-first tensor
+(cuDNN on a GPU), and visible-only through the kernel and the torch reference.
+
+    python tools/benchmark.py dwconv --shape 32 256 8 56 56 --kernel-size 3 5 5 --precision bf16 \
+        --visible 0.1 --json dwconv.json
+
+Peak memory is the CUDA allocator's peak on a GPU and the process's peak RSS on the CPU.
+GB/s counts the minimum traffic: the forward reads x and writes y; the backward reads dy and x and
+writes dx (index maps and weights are not counted).
+"""
+import argparse
+import itertools
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Callable, List, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import timm  # noqa: E402
+
+import video_mcmae.models  # noqa: E402,F401  (registers the presets)
+from video_mcmae.models import sparse  # noqa: E402
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn: Callable[[], object], device: torch.device, steps: int, warmup: int) -> float:
+    """Mean wall time of `fn` in ms over `steps` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    _sync(device)
+    return (time.perf_counter() - start) * 1e3 / max(steps, 1)
+
+
+def _reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak_mib(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+# -- training step --------------------------------------------------------------------------------
+def _build_model(args, sparse_on: bool, device: torch.device):
+    overrides = {}
+    if args.frames is not None:
+        overrides["num_frames"] = args.frames
+    if args.img_size is not None:
+        overrides["img_size"] = args.img_size
+    probe = timm.create_model(args.model, device="meta", **overrides)
+    pretrain = hasattr(probe, "mask_ratio")
+    if pretrain:
+        overrides["sparse"] = sparse_on
+        if args.mask_ratio is not None:
+            overrides["mask_ratio"] = args.mask_ratio
+    elif args.num_classes is not None:
+        overrides["num_classes"] = args.num_classes
+    return timm.create_model(args.model, **overrides).to(device).train(), pretrain
+
+
+def bench_train(args, sparse_on: bool, kernel: str, compiled: bool, device: torch.device) -> dict:
+    saved = os.environ.get(sparse.BACKEND_ENV)
+    os.environ[sparse.BACKEND_ENV] = kernel
+    try:
+        return _bench_train(args, sparse_on, kernel, compiled, device)
+    finally:
+        if saved is None:
+            del os.environ[sparse.BACKEND_ENV]
+        else:
+            os.environ[sparse.BACKEND_ENV] = saved
+
+
+def _bench_train(args, sparse_on: bool, kernel: str, compiled: bool, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model, pretrain = _build_model(args, sparse_on, device)
+    clip = torch.randn(args.batch, model.in_chans, *model.input_size, device=device)
+    labels = torch.randint(0, max(getattr(model, "num_classes", 1), 1), (args.batch,), device=device)
+    forward = torch.compile(model) if compiled else model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
+    dtype = DTYPES[args.precision]
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+
+    def step():
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = forward(clip)
+            loss = out[0] if pretrain else F.cross_entropy(out.float(), labels)
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+
+    _reset_peak(device)
+    ms = time_ms(step, device, args.steps, args.warmup)
+    return dict(bench="train", model=args.model, task="pretrain" if pretrain else "finetune",
+                batch=args.batch, input=list(model.input_size), precision=args.precision,
+                sparse=sparse_on if pretrain else None, kernel=kernel, compile=compiled,
+                ms_per_step=ms, clips_per_s=args.batch * 1e3 / ms, peak_mem_mib=_peak_mib(device))
+
+
+# -- depthwise conv -------------------------------------------------------------------------------
+def copy_bandwidth_gbs(device: torch.device, nbytes: int, steps: int, warmup: int) -> float:
+    """Device-to-device copy bandwidth (read + write) in GB/s."""
+    src = torch.empty(nbytes // 4, dtype=torch.float32, device=device)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device, steps, warmup)
+    return 2 * nbytes / ms / 1e6
+
+
+def bench_dwconv(args, device: torch.device) -> List[dict]:
+    dtype = DTYPES[args.precision]
+    batch, channels, *grid = args.shape
+    kernel = tuple(args.kernel_size)
+    if len(kernel) != len(grid):
+        raise SystemExit(f"--kernel-size {kernel} needs {len(grid)} entries for the grid {tuple(grid)}")
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.randn(batch, *grid, channels, generator=gen).to(device, dtype)
+    weight = torch.randn(channels, 1, *kernel, generator=gen).div_(len(kernel) ** 0.5).to(device)
+    bias = torch.zeros(channels, device=device)
+    elem = x.element_size()
+    copy_gbs = copy_bandwidth_gbs(device, x.numel() * elem, args.steps, args.warmup)
+
+    masked = torch.rand(batch, *grid, generator=gen) >= args.visible
+    index_map = torch.full((batch, *grid), -1, dtype=torch.int32)
+    index_map[~masked] = torch.arange(int((~masked).sum()), dtype=torch.int32)
+    index_map = index_map.to(device)
+    positions = sparse.visible_positions(index_map)
+    rows = x.reshape(-1, channels)[positions.long()]
+    conv = F.conv3d if len(grid) == 3 else F.conv2d
+    x_cf = x.movedim(-1, 1).contiguous()
+
+    cases = {  # name: (input, fn(input) -> output, rows counted)
+        "dense/conv-channels-first": (x_cf, lambda t: conv(t, weight, bias, padding=[k // 2 for k in kernel],
+                                                            groups=channels).movedim(1, -1), x.numel() // channels),
+        "dense/torch": (x, lambda t: sparse.depthwise_conv(t, weight, bias, backend="torch"), x.numel() // channels),
+        "visible/torch": (rows, lambda t: sparse.depthwise_conv_visible(t, index_map, weight, bias, positions,
+                                                                         backend="torch"), rows.shape[0]),
+    }
+    use_triton = args.triton == "on" or (args.triton == "auto" and device.type == "cuda" and sparse._HAS_TRITON)
+    if use_triton:
+        cases["dense/triton"] = (x, lambda t: sparse.depthwise_conv(t, weight, bias, backend="triton"),
+                                 x.numel() // channels)
+        cases["visible/triton"] = (rows, lambda t: sparse.depthwise_conv_visible(
+            t, index_map, weight, bias, positions, backend="triton"), rows.shape[0])
+
+    # fp32 references: every case's output is checked against its torch counterpart
+    dense_ref = sparse.depthwise_conv(x.float(), weight, bias, backend="torch")
+    visible_ref = sparse.depthwise_conv_visible(rows.float(), index_map, weight, bias, positions, backend="torch")
+    results = []
+    for name, (inp, raw_fn, n_rows) in cases.items():
+        def fn(t, raw_fn=raw_fn):  # as in the models: half-precision activations, fp32 weights, autocast
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                return raw_fn(t)
+
+        inp = inp.detach().requires_grad_(True)
+        w = weight.requires_grad_(True)
+        with torch.no_grad():
+            out = fn(inp)
+        ref = visible_ref if name.startswith("visible") else dense_ref
+        err = ((out.float() - ref).abs().max() / ref.abs().max()).item()
+        grad = torch.randn_like(out)
+
+        def fwd_bwd():
+            torch.autograd.grad(fn(inp), (inp, w), grad)
+
+        with torch.no_grad():
+            fwd_ms = time_ms(lambda: fn(inp), device, args.steps, args.warmup)
+        _reset_peak(device)
+        total_ms = time_ms(fwd_bwd, device, args.steps, args.warmup)
+        traffic = n_rows * channels * elem
+        gbs = 5 * traffic / total_ms / 1e6
+        results.append(dict(bench="dwconv", case=name, shape=list(args.shape), kernel=list(kernel),
+                            precision=args.precision, visible=args.visible if name.startswith("visible") else 1.0,
+                            fwd_ms=fwd_ms, fwd_bwd_ms=total_ms, fwd_gbs=2 * traffic / fwd_ms / 1e6,
+                            fwd_bwd_gbs=gbs, copy_gbs=copy_gbs, fraction_of_copy=gbs / copy_gbs,
+                            max_rel_err=err, peak_mem_mib=_peak_mib(device)))
+    return results
+
+
+# -- output ---------------------------------------------------------------------------------------
+def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
+    def cell(value):
+        if isinstance(value, float):
+            return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+        if isinstance(value, list):
+            return "x".join(map(str, value))
+        return "-" if value is None else str(value)
+
+    table = [list(columns)] + [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max(len(line[i]) for line in table) for i in range(len(columns))]
+    lines = ["  ".join(v.rjust(w) for v, w in zip(line, widths)) for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+TRAIN_COLUMNS = ("model", "task", "batch", "input", "precision", "sparse", "kernel", "compile",
+                 "ms_per_step", "clips_per_s", "peak_mem_mib")
+DWCONV_COLUMNS = ("case", "shape", "kernel", "precision", "visible", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_gbs",
+                  "copy_gbs", "fraction_of_copy", "max_rel_err", "peak_mem_mib")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="bench", required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    common.add_argument("--precision", choices=DTYPES, default="bf16", help="autocast dtype (fp32 = no autocast)")
+    common.add_argument("--steps", type=int, default=10, help="timed iterations")
+    common.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
+    common.add_argument("--json", type=Path, help="also write the results here")
+
+    train = sub.add_parser("train", parents=[common], help="full training step of a preset")
+    train.add_argument("--model", required=True, help="preset name (timm registry)")
+    train.add_argument("--batch", type=int, default=32)
+    train.add_argument("--frames", type=int, help="num_frames override (video presets)")
+    train.add_argument("--img-size", type=int, help="img_size override")
+    train.add_argument("--mask-ratio", type=float, help="pretraining mask ratio override")
+    train.add_argument("--num-classes", type=int, help="classifier classes override")
+    train.add_argument("--sparse", nargs="+", choices=("on", "off"), default=["on"],
+                       help="visible-only conv stages (pretraining); several values give several rows")
+    train.add_argument("--kernel", nargs="+", choices=sparse.BACKENDS, default=["auto"],
+                       help="depthwise-conv backend")
+    train.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off"], help="torch.compile")
+
+    dw = sub.add_parser("dwconv", parents=[common], help="depthwise-conv micro-benchmark")
+    dw.add_argument("--shape", type=int, nargs="+", default=[32, 256, 8, 56, 56], help="B C T H W or B C H W")
+    dw.add_argument("--kernel-size", type=int, nargs="+", default=[3, 5, 5])
+    dw.add_argument("--visible", type=float, default=0.1, help="visible fraction for the visible-only cases")
+    dw.add_argument("--triton", choices=("auto", "on", "off"), default="auto",
+                    help="include the Triton cases (auto: on CUDA when triton imports)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if args.bench == "train":
+        combos = itertools.product(args.sparse, args.kernel, args.compile)
+        results = [bench_train(args, s == "on", k, c == "on", device) for s, k, c in combos]
+        columns = TRAIN_COLUMNS
+    else:
+        results = bench_dwconv(args, device)
+        columns = DWCONV_COLUMNS
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    print(f"# {args.bench} on {name}, torch {torch.__version__}")
+    print(format_table(results, columns))
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(dict(device=name, torch=torch.__version__, results=results), indent=1))
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Every GPU check in one call: the kernel and visible-only tests on the real GPU (compiled Triton,
+# no interpreter), then the benchmark targets. Results go to $OUT (default output/gpu_checks):
+# *.txt logs and *.json benchmark rows. Exit status 1 if any step failed; later steps still run.
+#
+#   OUT=/tmp/gpu bash tools/gpu_checks.sh            # everything (~10 min on an H100)
+#   bash tools/gpu_checks.sh quick                   # tests + kernel micro-benchmark only
+#
+# The GPU image has no pytest (../shared/GPU.md): put pytest, pluggy, iniconfig and packaging
+# wheels in .whl next to the others; this script installs .whl into .site when it exists.
+set -u
+cd "$(dirname "$0")/.."
+OUT=${OUT:-output/gpu_checks}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+if [ -d .whl ]; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target .site .whl/*.whl
+fi
+export PYTHONPATH=$PWD/.site:$PWD${PYTHONPATH:+:$PYTHONPATH}
+unset TRITON_INTERPRET
+status=0
+
+step() {  # step NAME CMD...: run CMD, log to $OUT/NAME.txt, remember failures
+    local name=$1
+    shift
+    echo "== $name: $*"
+    "$@" 2>&1 | tee "$OUT/$name.txt"
+    local rc=${PIPESTATUS[0]}
+    if [ "$rc" -ne 0 ]; then
+        echo "== $name FAILED (exit $rc)"
+        status=1
+    fi
+}
+
+$PY -c "import torch, triton; print(torch.__version__, triton.__version__, torch.cuda.get_device_name())" \
+    | tee "$OUT/env.txt"
+
+if $PY -c "import pytest" 2>/dev/null; then
+    step tests $PY -m pytest -q -p no:cacheprovider tests/models/test_kernel_triton.py \
+        tests/models/test_sparse.py tests/models/test_sparse_visible.py
+else
+    echo "== tests SKIPPED: pytest is not importable (see the header of this script)" | tee "$OUT/tests.txt"
+    status=1
+fi
+
+BENCH="$PY tools/benchmark.py"
+step dwconv_bf16 $BENCH dwconv --shape 32 256 8 56 56 --kernel-size 3 5 5 --precision bf16 --visible 0.1 \
+    --json "$OUT/dwconv_bf16.json"
+step dwconv_fp32 $BENCH dwconv --shape 32 256 8 56 56 --kernel-size 3 5 5 --precision fp32 --visible 0.1 \
+    --json "$OUT/dwconv_fp32.json"
+step dwconv_2d_bf16 $BENCH dwconv --shape 64 256 56 56 --kernel-size 5 5 --precision bf16 --visible 0.25 \
+    --json "$OUT/dwconv_2d_bf16.json"
+[ "${1:-}" = quick ] && exit $status
+
+CLIP="--frames 16 --img-size 224 --batch 32 --precision bf16"
+step pretrain $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
+    --sparse on --kernel triton --json "$OUT/pretrain.json"
+step pretrain_ablation $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 --steps 5 \
+    --sparse on off --kernel torch --json "$OUT/pretrain_ablation.json"
+step pretrain_compile $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
+    --sparse on --kernel triton --compile on --json "$OUT/pretrain_compile.json"
+step finetune $BENCH train --model videoconvvit_base_patch16 $CLIP --kernel triton torch \
+    --json "$OUT/finetune.json"
+step finetune_compile $BENCH train --model videoconvvit_base_patch16 $CLIP --kernel triton --compile on \
+    --json "$OUT/finetune_compile.json"
+exit $status
