@@ -9,6 +9,7 @@ count is the dense masked path: the conv stages run on every position.
 """
 import argparse
 import sys
+import warnings
 from pathlib import Path
 
 import timm
@@ -71,8 +72,9 @@ def main(argv=None) -> list:
     parser.add_argument("--mask-ratio", type=float, default=None,
                         help="mask ratio of pretraining presets (default: the preset's own)")
     args = parser.parse_args(argv)
-    torch.set_grad_enabled(False)
-    rows = [count(name, args.frames, args.img_size, args.mask_ratio) for name in args.presets]
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # fvcore's jit tracing is deprecated upstream
+        rows = [count(name, args.frames, args.img_size, args.mask_ratio) for name in args.presets]
     print(format_table(rows))
     return rows
 
