@@ -3,22 +3,22 @@
 Every class is one direction of a motion whose opposite is another class, so a label needs time
 to be read:
 
-====  ===========================  =====================  ==================
- id   class                        time reversed          horizontal flip
-====  ===========================  =====================  ==================
- 0    moving_left                  moving_right           moving_right
- 1    moving_right                 moving_left            moving_left
- 2    moving_up                    moving_down            moving_up
- 3    moving_down                  moving_up              moving_down
- 4    rotating_clockwise           rotating_ccw           rotating_ccw
- 5    rotating_counterclockwise    rotating_cw            rotating_cw
- 6    growing                      shrinking              growing
- 7    shrinking                    growing                shrinking
- 8    orbiting_clockwise           orbiting_ccw           orbiting_ccw
- 9    orbiting_counterclockwise    orbiting_cw            orbiting_cw
- 10   hue_cycling_forward          hue_cycling_backward   hue_cycling_forward
- 11   hue_cycling_backward         hue_cycling_forward    hue_cycling_backward
-====  ===========================  =====================  ==================
+=====  ==========================  ==========================  ==========================
+label  class                       played backwards            mirrored left-right
+=====  ==========================  ==========================  ==========================
+0      moving_left                 moving_right                moving_right
+1      moving_right                moving_left                 moving_left
+2      moving_up                   moving_down                 moving_up
+3      moving_down                 moving_up                   moving_down
+4      rotating_clockwise          rotating_counterclockwise   rotating_counterclockwise
+5      rotating_counterclockwise   rotating_clockwise          rotating_clockwise
+6      growing                     shrinking                   growing
+7      shrinking                   growing                     shrinking
+8      orbiting_clockwise          orbiting_counterclockwise   orbiting_counterclockwise
+9      orbiting_counterclockwise   orbiting_clockwise          orbiting_clockwise
+10     hue_cycling_forward         hue_cycling_backward        hue_cycling_forward
+11     hue_cycling_backward        hue_cycling_forward         hue_cycling_backward
+=====  ==========================  ==========================  ==========================
 
 A dataset uses the first ``num_classes`` (an even number, 4 to 12), so it always holds whole
 opposite pairs, easiest first.
@@ -97,7 +97,8 @@ _MOTIONS: Dict[str, Tuple[str, int]] = {
 }
 
 SPLITS: Tuple[str, ...] = ("train", "val", "test")
-LAYOUTS: Dict[str, Tuple[str, str]] = {"k400": ("libx264", "mp4"), "ssv2": ("libvpx-vp9", "webm")}
+# Layout name -> codec of its files (see encode_video).
+LAYOUTS: Dict[str, str] = {"k400": "h264", "ssv2": "vp9"}
 SHAPES: Tuple[str, ...] = ("circle", "square", "triangle", "ell", "arrow")
 TEXTURES: Tuple[str, ...] = ("solid", "stripes", "checker")
 BACKGROUNDS: Tuple[str, ...] = ("solid", "gradient", "noise")
@@ -529,7 +530,7 @@ def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
                 for layout in chosen:
                     rel = video_relpath(layout, split, label, index, names)
                     lines[layout, split].append(f"{rel} {label}\n")
-                    outputs.append(("h264" if layout == "k400" else "vp9", str(root / layout / rel)))
+                    outputs.append((LAYOUTS[layout], str(root / layout / rel)))
                 jobs.append((int(seed), split, label, index, name, num_frames, height, width, int(fps), outputs))
 
     if workers > 1 and len(jobs) > 2 * workers:
