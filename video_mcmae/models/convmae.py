@@ -17,7 +17,7 @@ from torch.utils.checkpoint import checkpoint
 
 from .embed import PatchEmbed, build_pos_embed, channels_first, flatten_tokens
 from .layers import Block, ConvBlock, Pointwise
-from .masking import check_mask, draw_mask, upsample_mask
+from .masking import check_mask, check_mask_settings, draw_mask, upsample_mask
 from .sparse import visible_conv_stages, visible_msd
 
 __all__ = ["ConvViTEncoder", "ConvMAEBase", "ConvViTBase", "ConvMAE", "ConvViT", "create_preset"]
@@ -121,9 +121,9 @@ class ConvViTEncoder(nn.Module):
 class ConvMAEBase(ConvViTEncoder):
     """Masked-autoencoder pretraining (2D or 3D): `forward(x, mask=None, generator=None) -> (loss, pred, mask)`.
 
-    The encoder runs the conv stages densely with masked depthwise convs, then the transformer on the
-    visible tokens only; the decoder sees visible tokens + mask tokens and predicts every token's patch.
-    `sparse=True` asks for visible-only execution of the conv stages where available.
+    The conv stages run at visible positions only (`sparse=True`, `models.sparse`) or densely with
+    masked depthwise convs (`sparse=False`, the reference); the transformer then sees the visible
+    tokens only, and the decoder sees them plus mask tokens and predicts every token's patch.
     """
 
     def __init__(self, input_size: tuple, strides: tuple, in_chans: int = 3, embed_dims: tuple = (256, 384, 768),
@@ -134,7 +134,7 @@ class ConvMAEBase(ConvViTEncoder):
                  sparse: bool = True):
         super().__init__(input_size, strides, in_chans, embed_dims, depths, num_heads, mlp_ratio,
                          conv_kernel_size, learnable_pos, msd=msd)
-        draw_mask(mask_type, 1, self.grid_size, mask_ratio)  # validates mask_type / mask_ratio early
+        check_mask_settings(mask_type, mask_ratio, self.grid_size)
         self.mask_ratio = mask_ratio
         self.mask_type = mask_type
         self.norm_pix_loss = norm_pix_loss
@@ -345,7 +345,11 @@ def _kernel(size, dims: int) -> tuple:
 
 
 class ConvMAE(ConvMAEBase):
-    """2D ConvMAE pretraining on images `(B, 3, H, W)`; mask at the 1/16 grid, upsampled by 2 and 4."""
+    """2D ConvMAE pretraining on images `(B, 3, H, W)`.
+
+    Block-wise masking: random tokens of the 1/16 grid (ratio 0.75), upsampled to 2x2 / 4x4 blocks of
+    the stage-2 / stage-1 grids.
+    """
 
     def __init__(self, img_size=224, conv_kernel_size=5, mask_ratio: float = 0.75, mask_type: str = "random",
                  **kwargs):

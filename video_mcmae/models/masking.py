@@ -37,14 +37,21 @@ def tube_masking(batch_size: int, grid: tuple, ratio: float, generator: torch.Ge
     return spatial[:, None].expand(-1, grid[0], -1).reshape(batch_size, -1)
 
 
+def check_mask_settings(mask_type: str, ratio: float, grid: tuple) -> None:
+    """Raise a clear error for a mask type or ratio that cannot be drawn on `grid`."""
+    if mask_type not in MASK_TYPES:
+        raise ValueError(f"unknown mask_type {mask_type!r}; choose one of {MASK_TYPES}")
+    if mask_type == "tube" and len(grid) != 3:
+        raise ValueError(f"tube masking needs a (T, H, W) grid, got {tuple(grid)}; use mask_type='random' for images")
+    _check_ratio(ratio)
+
+
 def draw_mask(mask_type: str, batch_size: int, grid: tuple, ratio: float,
               generator: torch.Generator = None, device=None) -> torch.Tensor:
     """Draw a mask of `mask_type` ('random' or 'tube')."""
-    if mask_type == "random":
-        return random_masking(batch_size, grid, ratio, generator, device)
-    if mask_type == "tube":
-        return tube_masking(batch_size, grid, ratio, generator, device)
-    raise ValueError(f"unknown mask_type {mask_type!r}; choose one of {MASK_TYPES}")
+    check_mask_settings(mask_type, ratio, grid)
+    masking = tube_masking if mask_type == "tube" else random_masking
+    return masking(batch_size, grid, ratio, generator, device)
 
 
 def check_mask(mask: torch.Tensor, batch_size: int, grid: tuple) -> None:
