@@ -1,0 +1,297 @@
+"""Models from configs, DeepSpeed checkpoints (save, `latest`, resume), and exported weights.
+
+Layout of a run's output dir:
+    epoch-0005/            a DeepSpeed checkpoint (`engine.save_checkpoint`, tag = completed epochs)
+    best/                  finetuning: the best validation accuracy so far
+    latest                 the tag of the newest *complete* epoch checkpoint
+`latest` is written by us, atomically (tmp file + rename), only after every rank has finished
+saving, so a run killed while saving leaves the previous `latest` in place.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+import shutil
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from video_mcmae.config import ConfigError, ModelConfig
+from video_mcmae.engine import distributed as dist_utils
+
+LATEST = "latest"
+MODEL_STATES = "mp_rank_00_model_states.pt"
+EXPORT_FORMAT = "video_mcmae-weights-v1"
+_EPOCH_TAG = re.compile(r"^epoch-(\d+)$")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path or file that cannot be used as asked (message says why and what to do)."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+
+def is_pretraining_preset(name: str) -> bool:
+    return "convmae" in name
+
+
+def build_model(m: ModelConfig, linprobe: bool = False) -> nn.Module:
+    """The timm preset `m.name` with the config's geometry and regularisation."""
+    import timm
+
+    from video_mcmae import models
+    from video_mcmae.models import sparse
+
+    if m.name not in models.PRESETS:
+        raise ConfigError(f"model.name: unknown preset {m.name!r}; choose one of {', '.join(models.PRESETS)}")
+    os.environ[sparse.BACKEND_ENV] = m.use_kernel  # the models read the depthwise-conv backend from here
+    kwargs: Dict[str, Any] = {"img_size": m.img_size}
+    if m.name.startswith("video"):
+        kwargs.update(num_frames=m.num_frames, tubelet_size=m.tubelet_size)
+    if is_pretraining_preset(m.name):
+        if m.drop_path_rate or m.drop_rate:
+            raise ConfigError("model.drop_path_rate/model.drop_rate apply to classifiers; set them to 0 for pretraining")
+        kwargs.update(mask_ratio=m.mask_ratio, mask_type=m.mask_type, norm_pix_loss=m.norm_pix_loss, sparse=m.sparse)
+    else:
+        kwargs.update(num_classes=m.num_classes, drop_path_rate=m.drop_path_rate, head_drop_rate=m.drop_rate)
+    try:
+        model = timm.create_model(m.name, **{**kwargs, **m.kwargs})
+    except TypeError as e:
+        raise ConfigError(f"model.kwargs: {m.name} rejects the given arguments ({e})") from None
+    if m.grad_checkpointing:
+        if not hasattr(model, "set_grad_checkpointing"):
+            raise ConfigError(f"model.grad_checkpointing: {m.name} does not support it; set it to false")
+        model.set_grad_checkpointing(True)
+    if linprobe:
+        model.head = LinearProbeHead(model.head)
+    return model
+
+
+class LinearProbeHead(nn.Module):
+    """MAE's linear probe: BatchNorm1d without affine parameters in front of the linear head.
+    The norm runs in fp32: DeepSpeed's half-precision module has no half BatchNorm on every device."""
+
+    def __init__(self, head: nn.Linear):
+        super().__init__()
+        self.norm = nn.BatchNorm1d(head.in_features, affine=False, eps=1e-6)
+        self.fc = head
+
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self.norm.float()  # keep the statistics in fp32 when the engine casts the module
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(x.float()).to(self.fc.weight.dtype))
+
+
+# ---------------------------------------------------------------------------------------------
+# Tags and the `latest` marker
+
+
+def epoch_tag(epoch: int) -> str:
+    return f"epoch-{epoch:04d}"
+
+
+def is_complete(ckpt_dir: str) -> bool:
+    return os.path.isfile(os.path.join(ckpt_dir, MODEL_STATES))
+
+
+def epoch_tags(out_dir: str) -> List[str]:
+    """Epoch checkpoint tags in `out_dir`, oldest first."""
+    if not os.path.isdir(out_dir):
+        return []
+    tags = [t for t in os.listdir(out_dir) if _EPOCH_TAG.match(t) and os.path.isdir(os.path.join(out_dir, t))]
+    return sorted(tags, key=lambda t: int(_EPOCH_TAG.match(t).group(1)))
+
+
+def read_latest(out_dir: str) -> Optional[str]:
+    """The tag `latest` names, if it points at a complete checkpoint."""
+    path = os.path.join(out_dir, LATEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path, "r", encoding="utf-8") as f:
+        tag = f.read().strip()
+    return tag if tag and is_complete(os.path.join(out_dir, tag)) else None
+
+
+def write_latest(out_dir: str, tag: str) -> None:
+    tmp = os.path.join(out_dir, f".{LATEST}.tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(tag)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(out_dir, LATEST))
+
+
+def ensure_fresh_output(out_dir: str) -> None:
+    """A new (not resumed) run must not write over an earlier run's checkpoints."""
+    found = [t for t in epoch_tags(out_dir) + ["best"] if os.path.isdir(os.path.join(out_dir, t))]
+    if found or os.path.exists(os.path.join(out_dir, LATEST)):
+        raise CheckpointError(
+            f"run.output_dir {out_dir!r} already holds checkpoints ({', '.join(found) or LATEST}); "
+            f"continue that run with --auto_resume (or --resume PATH), or pick another --opt run.output_dir=..."
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Save / resume
+
+
+def save_checkpoint(engine, out_dir: str, tag: str, client_state: Dict[str, Any], keep: int = 0,
+                    mark_latest: bool = True) -> str:
+    """Save on every rank; after all ranks are done, point `latest` at `tag` (epoch checkpoints)
+    and drop epoch checkpoints beyond the newest `keep` (0 keeps all). Call on all ranks."""
+    engine.save_checkpoint(out_dir, tag=tag, client_state=client_state, save_latest=False)
+    dist_utils.barrier()
+    # Each node's first process: nodes without a shared file system hold their own copies.
+    if dist_utils.get_local_rank() == 0 and mark_latest:
+        write_latest(out_dir, tag)
+        if keep > 0:
+            for old in epoch_tags(out_dir)[:-keep]:
+                if old != tag:
+                    shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
+    dist_utils.barrier()
+    return os.path.join(out_dir, tag)
+
+
+def resolve_checkpoint(path: str) -> Tuple[str, str]:
+    """(load_dir, tag) for a tag folder (`out/epoch-0005`) or a run's output dir (uses `latest`)."""
+    path = os.path.abspath(path)
+    if is_complete(path):
+        return os.path.dirname(path), os.path.basename(path)
+    if os.path.isdir(path):
+        tag = read_latest(path)
+        if tag is not None:
+            return path, tag
+    raise CheckpointError(
+        f"{path!r} is not a complete DeepSpeed checkpoint: give a tag folder holding {MODEL_STATES} "
+        f"(e.g. output/epoch-0005) or a run's output dir with a '{LATEST}' file"
+    )
+
+
+def find_auto_resume(out_dir: str) -> Optional[str]:
+    """The newest complete checkpoint of a run, or None for a new run."""
+    tag = read_latest(out_dir)
+    return os.path.join(out_dir, tag) if tag else None
+
+
+def load_checkpoint(engine, path: str, module_only: bool = False) -> Dict[str, Any]:
+    """Restore a checkpoint into `engine` (everything, or only the weights); returns its client state."""
+    load_dir, tag = resolve_checkpoint(path)
+    loaded, client = engine.load_checkpoint(
+        load_dir, tag=tag, load_module_only=module_only, load_optimizer_states=not module_only,
+        load_lr_scheduler_states=False,
+    )
+    if loaded is None:
+        raise CheckpointError(f"DeepSpeed could not load {os.path.join(load_dir, tag)!r}")
+    return client or {}
+
+
+def check_same_model(client: Dict[str, Any], cfg_model: ModelConfig, path: str) -> None:
+    saved = (client.get("config") or {}).get("model", {}).get("name")
+    if saved is not None and saved != cfg_model.name:
+        raise CheckpointError(
+            f"checkpoint {path!r} holds a {saved!r} model but model.name is {cfg_model.name!r}; "
+            "resume with the run's own config (config.yaml in its output dir)"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Consolidated fp32 weights
+
+
+def _read_model_states(ckpt_dir: str) -> Dict[str, Any]:
+    return torch.load(os.path.join(ckpt_dir, MODEL_STATES), map_location="cpu", weights_only=True)
+
+
+def _stage0_masters(states: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
+    """fp32 master weights of a non-ZeRO half-precision checkpoint, named by the optimizer's
+    parameter order that we saved in the client state (`param_names`)."""
+    opt, names = states.get("optimizer") or {}, states.get("param_names")
+    if not names:
+        return None
+    module = states["module"]
+    if "fp32_groups" in opt:  # unfused half-precision optimizer: one tensor per parameter
+        tensors = [t for group in opt["fp32_groups"] for t in group]
+    elif "fp32_groups_flat" in opt:  # fused: one flat tensor per group
+        tensors = []
+        for flat, group in zip(opt["fp32_groups_flat"], names):
+            sizes = [module[n].numel() for n in group]
+            tensors += [t.view(module[n].shape) for t, n in zip(flat.split(sizes), group)]
+    else:
+        return None
+    flat_names = [n for group in names for n in group]
+    return dict(zip(flat_names, tensors)) if len(flat_names) == len(tensors) else None
+
+
+def consolidated_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """fp32 weights of any ZeRO stage 0/1/2 checkpoint (tag folder or output dir) and its client
+    state, without DeepSpeed engines or GPUs."""
+    load_dir, tag = resolve_checkpoint(path)
+    ckpt_dir = os.path.join(load_dir, tag)
+    states = _read_model_states(ckpt_dir)
+    module = states["module"]
+    if glob.glob(os.path.join(ckpt_dir, "*zero_pp_rank_*optim_states.pt")):
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        weights = dict(get_fp32_state_dict_from_zero_checkpoint(load_dir, tag=tag))
+    else:
+        weights = dict(module)
+        if any(t.is_floating_point() and t.dtype != torch.float32 for t in module.values()):
+            weights.update(_stage0_masters(states) or {})
+    out = {k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous() for k, v in weights.items()}
+    meta = {k: states[k] for k in ("epoch", "global_step", "config", "linprobe") if k in states}
+    return out, meta
+
+
+def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[str, str]:
+    """Write `<out>.safetensors` + `<out>.json` (preset name, model config, epoch, source)."""
+    from safetensors.torch import save_file
+
+    stem = out_path[: -len(".safetensors")] if out_path.endswith(".safetensors") else out_path
+    sf_path, json_path = stem + ".safetensors", stem + ".json"
+    for p in (sf_path, json_path):
+        if os.path.exists(p) and not overwrite:
+            raise CheckpointError(f"{p!r} exists; choose another output name or pass --overwrite")
+    weights, meta = consolidated_state_dict(path)
+    config = meta.get("config") or {}
+    if "model" not in config:
+        raise CheckpointError(f"{path!r} has no run config in its client state; it was not written by video_mcmae")
+    info = {
+        "format": EXPORT_FORMAT,
+        "preset": config["model"]["name"],
+        "model": config["model"],
+        "linprobe": bool(meta.get("linprobe", False)),
+        "epoch": meta.get("epoch"),
+        "global_step": meta.get("global_step"),
+        "source": os.path.abspath(path),
+    }
+    os.makedirs(os.path.dirname(os.path.abspath(sf_path)), exist_ok=True)
+    save_file(weights, sf_path, metadata={"format": EXPORT_FORMAT, "preset": info["preset"]})
+    with open(json_path, "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2)
+    return sf_path, json_path
+
+
+def load_exported(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
+    """(model, meta) from an exported `.safetensors` (its `.json` beside it); no DeepSpeed needed."""
+    from safetensors.torch import load_file
+
+    stem = path[: -len(".safetensors")] if path.endswith(".safetensors") else path
+    sf_path, json_path = stem + ".safetensors", stem + ".json"
+    for p in (sf_path, json_path):
+        if not os.path.isfile(p):
+            raise CheckpointError(f"exported weights need {p!r}; export with tools/export_weights.py")
+    with open(json_path, "r", encoding="utf-8") as f:
+        meta = json.load(f)
+    if meta.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{json_path!r} is not a video_mcmae export (format {meta.get('format')!r})")
+    model = build_model(ModelConfig(**meta["model"]), linprobe=meta.get("linprobe", False))
+    model.load_state_dict(load_file(sf_path), strict=True)
+    return model, meta

@@ -1,0 +1,136 @@
+"""Process-group setup and rank helpers for the deepspeed launcher, torchrun, or a plain process.
+
+`init()` must run before anything asks DeepSpeed for its accelerator: the accelerator is chosen
+once per process, and `run.device=cpu` is honoured by setting `DS_ACCELERATOR=cpu` first.
+"""
+from __future__ import annotations
+
+import os
+import random
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from video_mcmae.config import ConfigError
+
+
+@dataclass
+class DistInfo:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _skip_cpu_shm_comm_op() -> None:
+    # On the CPU accelerator DeepSpeed JIT-compiles its shared-memory all-reduce op
+    # (`deepspeed_shm_comm`, 1-4 min of g++ on a small machine) when the process group starts.
+    # gloo does the same reductions, so mark the op unavailable; DeepSpeed keeps this dict
+    # for the life of the process and consults it before building.
+    import deepspeed.ops
+    from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
+
+    deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
+
+
+def init(device: str = "auto", timeout_minutes: int = 30) -> DistInfo:
+    """Join (or create) the process group and pick this rank's device.
+
+    Launchers (deepspeed, torchrun) export RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT;
+    a plain `python tools/...` process gets a one-rank group on a free local port.
+    """
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("run.device=cuda but no CUDA GPU is visible; use run.device=cpu or auto")
+    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
+        os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    if "RANK" not in os.environ:
+        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(_free_port()))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+
+    import deepspeed
+    from deepspeed.accelerator import get_accelerator
+
+    accel = get_accelerator()
+    if accel.device_name() == "cpu":
+        _skip_cpu_shm_comm_op()
+        dev = torch.device("cpu")
+    else:
+        accel.set_device(local_rank)
+        dev = torch.device(accel.device_name(local_rank))
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend=accel.communication_backend_name(),
+                                   timeout=timedelta(minutes=timeout_minutes))
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dev)
+
+
+def get_rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def get_local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def is_main() -> bool:
+    return get_rank() == 0
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def all_finite(value: torch.Tensor) -> bool:
+    """True when `value` is finite on every rank (one small all-reduce)."""
+    bad = torch.tensor([0.0 if torch.isfinite(value).all() else 1.0], device=value.device)
+    return all_reduce_sum(bad).item() == 0
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def derived_seed(*keys: int) -> int:
+    """A well-mixed 31-bit seed from (seed, epoch, rank, ...): nearby keys give unrelated streams."""
+    return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
+
+
+def seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def destroy() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,176 @@
+"""Supervised finetuning, linear probing and single-view validation of the classifiers.
+
+Validation takes the deterministic single view of every readable video exactly once (ranks get
+disjoint shards, no sampler padding), so accuracies do not depend on the number of ranks. The
+multi-view test lives in `engine/multiview.py`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Any, Dict, List, Optional
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Sampler
+
+from video_mcmae.config import Config, ConfigError
+from video_mcmae.engine import checkpoint as ckpt
+from video_mcmae.engine import distributed
+from video_mcmae.engine.deepspeed_config import input_dtype
+from video_mcmae.engine.pretrain import (
+    Run,
+    add_run_args,
+    client_state,
+    config_from_args,
+    fit,
+    make_engine,
+    resume_engine,
+    run_cli,
+    start_run,
+    train_loader,
+)
+
+
+class ShardSampler(Sampler):
+    """Indices rank, rank + world, ...: every item on exactly one rank, no padding."""
+
+    def __init__(self, length: int, rank: int, world_size: int):
+        self.indices = list(range(rank, length, world_size))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+def val_loader(cfg: Config, rank: int, world_size: int) -> DataLoader:
+    from video_mcmae.data.datasets import build_dataset
+
+    dataset = build_dataset(cfg, "val")
+    return DataLoader(dataset, batch_size=cfg.test.batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
+                      num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and torch.cuda.is_available())
+
+
+@torch.no_grad()
+def evaluate(engine, loader: DataLoader, topk: List[int], num_classes: int) -> Dict[str, float]:
+    """Loss and top-k accuracy (%) over the whole validation set, summed over ranks."""
+    engine.eval()
+    ks = sorted({min(k, num_classes) for k in topk})
+    sums = torch.zeros(2 + len(ks), dtype=torch.float64, device=engine.device)  # loss, count, hits per k
+    for x, y in loader:
+        x = x.to(engine.device, dtype=input_dtype(engine), non_blocking=True)
+        y = y.to(engine.device, non_blocking=True)
+        logits = engine(x).float()
+        sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum")
+        sums[1] += y.numel()
+        top = logits.topk(ks[-1], dim=1).indices
+        for i, k in enumerate(ks):
+            sums[2 + i] += (top[:, :k] == y[:, None]).any(dim=1).sum()
+    distributed.all_reduce_sum(sums)
+    n = max(sums[1].item(), 1.0)
+    out = {"loss": sums[0].item() / n, "num_videos": sums[1].item()}
+    out.update({f"acc{k}": 100.0 * sums[2 + i].item() / n for i, k in enumerate(ks)})
+    return out
+
+
+def load_initial_weights(model: nn.Module, path: str, logger) -> None:
+    """`--finetune`: a pretraining (or finetuning) DeepSpeed checkpoint, exported weights or a
+    weights-only .pth; the models' `load_pretrained` filters keys and resizes position tables."""
+    from video_mcmae.models import load_pretrained
+
+    if os.path.isdir(path):
+        source, _ = ckpt.consolidated_state_dict(path)
+    elif os.path.isfile(path):
+        source = path
+    else:
+        raise ckpt.CheckpointError(f"--finetune {path!r} not found; give a checkpoint folder, .safetensors or .pth")
+    report = load_pretrained(model, source)
+    logger.info(f"loaded initial weights from {path}:\n{report}")
+
+
+def _criterion(cfg: Config, mixup) -> nn.Module:
+    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
+
+    if mixup is not None:  # targets come back soft (and smoothed) from mixup
+        return SoftTargetCrossEntropy()
+    if cfg.aug.smoothing > 0:
+        return LabelSmoothingCrossEntropy(smoothing=cfg.aug.smoothing)
+    return nn.CrossEntropyLoss()
+
+
+def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume: bool = False,
+                 linprobe: bool = False, eval_only: bool = False) -> Dict[str, float]:
+    """Train (or with `eval_only` only validate) a classifier; returns the last validation metrics."""
+    from video_mcmae.data.transforms import build_mixup
+
+    if ckpt.is_pretraining_preset(cfg.model.name):
+        raise ConfigError(f"model.name={cfg.model.name!r} is a pretraining model; finetuning needs a classifier preset")
+    if eval_only and not (finetune or resume):
+        raise ConfigError("--eval needs weights: pass --resume CHECKPOINT or --finetune WEIGHTS")
+    run = start_run(cfg, "" if eval_only else resume, auto_resume, eval_only=eval_only)
+    try:
+        model = ckpt.build_model(cfg.model, linprobe=linprobe)
+        if finetune and run.resume_path is None:
+            load_initial_weights(model, finetune, run.logger)
+        if linprobe:  # train only the head (BatchNorm + linear) on the frozen encoder
+            for name, p in model.named_parameters():
+                p.requires_grad = name.startswith("head.")
+        engine, optimizer, names = make_engine(run, model)
+        val = val_loader(cfg, run.info.rank, run.info.world_size)
+        if eval_only:
+            if resume:
+                ckpt.load_checkpoint(engine, resume, module_only=True)
+            metrics = evaluate(engine, val, cfg.test.topk, cfg.model.num_classes)
+            run.logger.log_epoch(0, 0, metrics, prefix="val")
+            return metrics
+        resume_engine(run, engine)
+        best = float(run.client.get("best_acc1", float("-inf")))
+        mixup = build_mixup(cfg.aug, cfg.model.num_classes)
+        if mixup is not None and (cfg.optim.batch_size * cfg.data.num_sample) % 2:
+            raise ConfigError("aug.mixup/cutmix need an even batch: make optim.batch_size x data.num_sample even")
+        criterion = _criterion(cfg, mixup)
+        _, loader, steps = train_loader(run, "train")
+        last: Dict[str, float] = {}
+
+        def step(engine, batch, generator):
+            x, y = batch
+            x, y = x.to(engine.device, non_blocking=True), y.to(engine.device, non_blocking=True)
+            if mixup is not None:
+                x, y = mixup(x, y)
+            return criterion(engine(x.to(input_dtype(engine))).float(), y)
+
+        def after_epoch(run: Run) -> Dict[str, Any]:
+            nonlocal best, last
+            if run.epoch % cfg.run.eval_every and run.epoch != cfg.optim.epochs:
+                return {"best_acc1": best, "linprobe": linprobe}
+            last = evaluate(engine, val, cfg.test.topk, cfg.model.num_classes)
+            improved = last["acc1"] > best
+            best = max(best, last["acc1"])
+            run.logger.log_epoch(run.epoch, run.global_step, {**last, "best_acc1": best}, prefix="val")
+            if improved:
+                extra = {"best_acc1": best, "val": last, "linprobe": linprobe}
+                ckpt.save_checkpoint(engine, run.out_dir, "best", client_state(run, names, **extra), mark_latest=False)
+                run.logger.info(f"new best acc1 {best:.2f}: saved {os.path.join(run.out_dir, 'best')}")
+            return {"best_acc1": best, "linprobe": linprobe}
+
+        fit(run, engine, optimizer, names, loader, steps, step, after_epoch)
+        run.logger.info(f"done: {run.epoch} epochs, best acc1 {best:.2f}")
+        return last
+    finally:
+        run.logger.close()
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = add_run_args(argparse.ArgumentParser(description="VideoConvViT finetuning (DeepSpeed)"))
+    parser.add_argument("--data", choices=("k400", "ssv2", "image"), default=None,
+                        help="dataset kind (sampling, flip rule); shorthand for --opt data.dataset=...")
+    parser.add_argument("--finetune", default="", metavar="WEIGHTS",
+                        help="initial weights: pretraining checkpoint folder, exported .safetensors or .pth")
+    parser.add_argument("--linprobe", action="store_true", help="train only a BatchNorm + linear head on the frozen encoder")
+    parser.add_argument("--eval", action="store_true", help="only validate the given weights (never auto-resumes)")
+    args = parser.parse_args(argv)
+    extra = [f"data.dataset={args.data}"] if args.data else []
+    return run_cli(lambda: run_finetune(config_from_args(args, extra), args.finetune, args.resume,
+                                        args.auto_resume, args.linprobe, args.eval))
