@@ -388,6 +388,10 @@ _CODECS = {"h264": "libx264", "vp9": "libvpx-vp9"}
 def _check_geometry(num_frames: int, height: int, width: int) -> None:
     if not isinstance(num_frames, (int, np.integer)) or num_frames < 2:
         raise ValueError(f"num_frames={num_frames!r}: need an integer >= 2")
+    _check_frame_size(height, width)
+
+
+def _check_frame_size(height: int, width: int) -> None:
     for name, size in (("height", height), ("width", width)):
         if not isinstance(size, (int, np.integer)) or size < 16 or size % 2:
             raise ValueError(f"{name}={size!r}: need an even integer >= 16 (yuv420p halves it)")
@@ -403,9 +407,9 @@ def encode_video(path: Union[str, Path], frames: np.ndarray, codec: str = "h264"
     frames = np.asarray(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
         raise ValueError(f"frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-    _check_geometry(max(len(frames), 2), frames.shape[1], frames.shape[2])
     if not len(frames):
         raise ValueError("frames is empty: a video needs at least one frame")
+    _check_frame_size(frames.shape[1], frames.shape[2])
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # bitexact keeps the muxers from writing random ids/version strings, so output is reproducible.
