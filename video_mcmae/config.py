@@ -130,6 +130,7 @@ class TestConfig:
     average: Literal["softmax", "logits"] = "softmax"  # how views are merged per video
     batch_size: int = 8
     topk: List[int] = field(default_factory=lambda: [1, 5])
+    output_dir: str = ""  # multi-view report and per-rank shards; "" = <run.output_dir>/test
 
 
 @dataclass
