@@ -1,8 +1,8 @@
 """Parameters and GFLOPs (fvcore, one multiply-add = one FLOP) of model presets.
 
 Pretraining presets are counted in their pretraining forward (encoder + decoder + loss, with a mask
-of the preset's ratio, 0.9 for video), classifiers in their finetuning forward. The pretraining
-count is the dense masked path: the conv stages run on every position.
+of the preset's ratio, 0.9 for video) twice: the dense masked path (conv stages on every position)
+and the visible-only ("sparse") path. Classifiers are counted in their finetuning forward.
 
     python tools/count_flops.py --presets videoconvmae_base_patch16 videoconvvit_base_patch16 \
         --frames 16 --img-size 224
@@ -34,32 +34,39 @@ def sdpa_flop_handle(inputs, outputs) -> int:
     return heads * n * m * (d + dv)
 
 
-def count(name: str, frames: int, img_size: int, mask_ratio: float = None) -> dict:
-    """Params (M) and GFLOPs of one preset at batch size 1."""
+def is_pretraining(name: str) -> bool:
+    return "convmae" in name
+
+
+def count(name: str, frames: int, img_size: int, mask_ratio: float = None, sparse: bool = False) -> dict:
+    """Params (M) and GFLOPs of one preset at batch size 1 (`sparse` picks a pretraining path)."""
     overrides = dict(img_size=img_size)
     if name.startswith("video"):
         overrides["num_frames"] = frames
-    if mask_ratio is not None and name.startswith(("videoconvmae", "convmae")):
-        overrides["mask_ratio"] = mask_ratio
+    if is_pretraining(name):
+        overrides["sparse"] = sparse
+        if mask_ratio is not None:
+            overrides["mask_ratio"] = mask_ratio
     try:
         model = timm.create_model(name, **overrides).eval()
     except RuntimeError as err:
         raise SystemExit(f"unknown preset {name!r}: {err}") from err
     x = torch.randn(1, model.in_chans, *model.input_size)
     pretrain = isinstance(model, ConvMAEBase)
+    mode = f"pretrain@{model.mask_ratio:g} {'sparse' if sparse else 'dense'}" if pretrain else "finetune"
     inputs = (x, model.draw_mask(x, torch.Generator().manual_seed(0))) if pretrain else (x,)
     flops = FlopCountAnalysis(model, inputs)
     flops.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
     flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False).tracer_warnings("none")
-    return dict(preset=name, mode=f"pretrain@{model.mask_ratio:g}" if pretrain else "finetune",
+    return dict(preset=name, mode=mode,
                 input="x".join(map(str, model.input_size)),
                 params=sum(p.numel() for p in model.parameters()) / 1e6, gflops=flops.total() / 1e9)
 
 
 def format_table(rows: list) -> str:
-    header = f"{'preset':<42} {'mode':<13} {'input':<12} {'params (M)':>10} {'GFLOPs':>9}"
+    header = f"{'preset':<42} {'mode':<20} {'input':<12} {'params (M)':>10} {'GFLOPs':>9}"
     lines = [header, "-" * len(header)]
-    lines += [f"{r['preset']:<42} {r['mode']:<13} {r['input']:<12} {r['params']:>10.2f} {r['gflops']:>9.3f}"
+    lines += [f"{r['preset']:<42} {r['mode']:<20} {r['input']:<12} {r['params']:>10.2f} {r['gflops']:>9.3f}"
               for r in rows]
     return "\n".join(lines)
 
@@ -74,7 +81,8 @@ def main(argv=None) -> list:
     args = parser.parse_args(argv)
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # fvcore's jit tracing is deprecated upstream
-        rows = [count(name, args.frames, args.img_size, args.mask_ratio) for name in args.presets]
+        rows = [count(name, args.frames, args.img_size, args.mask_ratio, sparse)
+                for name in args.presets for sparse in ((False, True) if is_pretraining(name) else (False,))]
     print(format_table(rows))
     return rows
 

@@ -20,10 +20,10 @@ def test_count_flops_on_tiny_presets(capsys):
     tool = _load_tool()
     rows = tool.main(["--presets", "videoconvmae_tiny_patch16", "videoconvvit_tiny_patch16",
                       "--frames", "4", "--img-size", "32"])
-    pretrain, finetune = rows
-    assert pretrain["mode"] == "pretrain@0.9" and finetune["mode"] == "finetune"
-    assert pretrain["input"] == finetune["input"] == "4x32x32"
-    assert 0 < finetune["gflops"] and 0 < pretrain["gflops"]
+    dense, sparse, finetune = rows
+    assert [r["mode"] for r in rows] == ["pretrain@0.9 dense", "pretrain@0.9 sparse", "finetune"]
+    assert dense["input"] == finetune["input"] == "4x32x32"
+    assert 0 < sparse["gflops"] < dense["gflops"] and 0 < finetune["gflops"]
     assert 0.1 < finetune["params"] < 1
     out = capsys.readouterr().out
     assert "videoconvvit_tiny_patch16" in out and "GFLOPs" in out
