@@ -149,3 +149,29 @@ def test_missing_list_is_a_clear_error(synthetic_root):
     cfg.data.val_list = ""
     with pytest.raises(ValueError, match="data.val_list is empty"):
         build_dataset(cfg, "val")
+
+
+def test_image_folder_datasets(tmp_path):
+    from PIL import Image
+
+    for label, cls in enumerate(["cat", "dog"]):
+        (tmp_path / "train" / cls).mkdir(parents=True)
+        for i in range(2):
+            Image.new("RGB", (40, 30), (100 * label, 50, 20 * i)).save(tmp_path / "train" / cls / f"{i}.png")
+    cfg = Config()
+    cfg.data.dataset, cfg.model.img_size, cfg.model.num_classes = "image", 32, 2
+    cfg.data.train_list = cfg.data.val_list = str(tmp_path / "train")
+    pre = build_dataset(cfg, "pretrain")
+    assert pre[0].shape == (3, 32, 32) and torch.equal(pre[0], pre[0])  # seeded per (seed, epoch, index)
+    x, y = build_dataset(cfg, "train")[3]
+    assert x.shape == (3, 32, 32) and y == 1
+    val = build_dataset(cfg, "val")
+    assert val.class_names == ["cat", "dog"] and val[0][0].shape == (3, 32, 32)
+    cfg.model.num_classes = 1
+    with pytest.raises(ValueError, match="2 class folders"):
+        build_dataset(cfg, "train")
+
+
+def test_flip_rule_follows_the_dataset_kind(synthetic_root):
+    assert build_dataset(tiny_cfg(synthetic_root, "ssv2"), "train").transform.flip is False
+    assert build_dataset(tiny_cfg(synthetic_root, "k400"), "train").transform.flip is True
