@@ -116,3 +116,15 @@ def test_bad_sources_raise_clear_errors(tmp_path):
 ])
 def test_checkpoint_grid_inference(num_tokens, model_grid, expected):
     assert infer_grid(num_tokens, model_grid) == expected
+
+
+def test_another_label_set_needs_drop_prefixes_and_grid_can_be_given():
+    torch.manual_seed(0)
+    finetuned = timm.create_model("videoconvvit_tiny_patch16", num_frames=4, img_size=32, num_classes=3).state_dict()
+    vit = timm.create_model("videoconvvit_tiny_patch16", num_frames=8, img_size=32, num_classes=5)
+    with pytest.raises(ValueError, match=r"'head.weight': checkpoint \(3, 64\) vs model \(5, 64\)"):
+        load_pretrained(vit, finetuned)
+    report = load_pretrained(vit, finetuned, checkpoint_grid=(2, 2, 2), drop_prefixes=("head.",))
+    assert report.checkpoint_grid == (2, 2, 2) and {"head.weight", "head.bias"} <= set(report.dropped_keys)
+    assert set(report.missing_keys) == {"head.weight", "head.bias"}
+    assert torch.equal(vit.fc_norm.weight, finetuned["fc_norm.weight"])
