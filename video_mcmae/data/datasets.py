@@ -91,10 +91,13 @@ class _VideoDataset(Dataset):
         self._epoch[0] = epoch
 
     def _decode(self, path: str, sampling: str, mode: str, clip_len: int, rate: int,
-                rng: Optional[random.Random] = None, num_views: int = 1) -> np.ndarray:
-        """(S, F, H, W, 3) uint8 frames of the sampled views."""
+                rng: Optional[random.Random] = None, num_views: int = 1,
+                view: Optional[int] = None) -> np.ndarray:
+        """(S, F, H, W, 3) uint8 frames of the sampled views ((1, F, ...) for one `view`)."""
         with open_video(path, self.backend, fallback=self.fallback) as r:
             idx = sample_indices(sampling, mode, r.num_frames, clip_len, rate, rng, num_views)
+            if view is not None:
+                idx = idx[view:view + 1]
             frames = r.get_frames(idx.reshape(-1))
         return frames.reshape(idx.shape + frames.shape[1:])
 
@@ -229,7 +232,8 @@ class VideoTestDataset(_VideoDataset):
     """Multi-view test: one item per (video, temporal view, spatial view), in that order, so a
     distributed sampler can split views. Items: (clip, label, video_index, temporal_view,
     spatial_view) with video_index the line's position in the list (0-based, blank lines not
-    counted). Consecutive spatial views reuse the last decode of the worker."""
+    counted). The spatial views of one temporal view are consecutive and reuse the worker's
+    last decode; `build_loader` shards the items contiguously (`ShardSampler`) for the same reason."""
 
     def __init__(self, samples: Sequence[Sample], *, sampling: str, num_frames: int,
                  sampling_rate: int, num_temporal_views: int, num_spatial_crops: int,
@@ -242,7 +246,7 @@ class VideoTestDataset(_VideoDataset):
         self.transform = transform
         self.video_indices = list(range(len(self.samples)))
         self.excluded: List[Tuple[int, str, str]] = []
-        self._cache: Tuple[Optional[int], Optional[torch.Tensor]] = (None, None)
+        self._cache: Tuple[Optional[Tuple[int, int]], Optional[torch.Tensor]] = (None, None)
 
     @property
     def views_per_video(self) -> int:
@@ -268,13 +272,30 @@ class VideoTestDataset(_VideoDataset):
         temporal, spatial = divmod(view, self.num_spatial_crops)
         video = self.video_indices[video_pos]
         s = self.samples[video]
-        if self._cache[0] != video:
+        if self._cache[0] != (video, temporal):
             frames = self._decode(s.path, self.sampling, "test", self.num_frames,
-                                  self.sampling_rate, num_views=self.num_temporal_views)
-            resized = torch.stack([self.transform.resize(f) for f in frames])
-            self._cache = (video, resized)
-        clip = self.transform.crop(self._cache[1][temporal], spatial)
+                                  self.sampling_rate, num_views=self.num_temporal_views, view=temporal)
+            self._cache = ((video, temporal), self.transform.resize(frames[0]))
+        clip = self.transform.crop(self._cache[1], spatial)
         return clip, s.label, video, temporal, spatial
+
+
+class ShardSampler(torch.utils.data.Sampler):
+    """Contiguous, unshuffled shard of the dataset for one rank (the last index repeats so every
+    rank gets the same count). Keeps a video's views on one rank, so each is decoded once."""
+
+    def __init__(self, dataset, rank: int = 0, world_size: int = 1):
+        n = len(dataset)
+        self.per_rank = -(-n // world_size)
+        start = rank * self.per_rank
+        own = list(range(start, min(start + self.per_rank, n)))
+        self.indices = own + [n - 1] * (self.per_rank - len(own))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return self.per_rank
 
 
 def image_folder_samples(root: str) -> Tuple[List[Sample], List[str]]:
@@ -412,13 +433,18 @@ def build_dataset(cfg, split: str, scan_progress: bool = False):
 
 def build_loader(cfg, split: str, dataset=None, rank: int = 0, world_size: int = 1) -> DataLoader:
     """DataLoader for `split` over `dataset` (built from cfg when None), sharded by a
-    DistributedSampler (also with world_size 1, so `set_epoch` reshuffles reproducibly).
-    Training loaders shuffle and drop the last incomplete batch; call `set_epoch(loader, e)`."""
+    DistributedSampler (also with world_size 1, so `set_epoch` reshuffles reproducibly), or
+    contiguously by `ShardSampler` for the multi-view test (padding repeats the last view; the
+    merge de-duplicates). Training loaders shuffle and drop the last incomplete batch; call
+    `set_epoch(loader, e)`."""
     if dataset is None:
         dataset = build_dataset(cfg, split)
     training = split in ("pretrain", "train")
-    sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=training,
-                                 seed=cfg.run.seed, drop_last=False)
+    if isinstance(dataset, VideoTestDataset):
+        sampler = ShardSampler(dataset, rank, world_size)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=training,
+                                     seed=cfg.run.seed, drop_last=False)
     stacked = isinstance(dataset, PretrainDataset) or getattr(dataset, "num_sample", 1) > 1
     workers = cfg.data.num_workers
     return DataLoader(
