@@ -23,6 +23,11 @@ def read_tsv(path: Path) -> list:
     return rows
 
 
+def test_presets_lists_every_registered_model():
+    registered = timm.list_models(module="convmae") + timm.list_models(module="video_convmae")
+    assert sorted(registered) == sorted(models.PRESETS)
+
+
 @pytest.mark.parametrize("name", models.PRESETS)
 def test_every_preset_is_registered_and_builds(name):
     assert name in timm.list_models()

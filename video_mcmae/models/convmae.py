@@ -340,7 +340,8 @@ class ConvViTBase(ConvViTEncoder):
 STRIDES_2D = ((4, 4), (2, 2), (2, 2))
 
 
-def _kernel(size, dims: int) -> tuple:
+def kernel_tuple(size, dims: int) -> tuple:
+    """An int kernel size -> the same size in every dimension."""
     return (size,) * dims if isinstance(size, int) else tuple(size)
 
 
@@ -353,7 +354,7 @@ class ConvMAE(ConvMAEBase):
 
     def __init__(self, img_size=224, conv_kernel_size=5, mask_ratio: float = 0.75, mask_type: str = "random",
                  **kwargs):
-        super().__init__(to_2tuple(img_size), STRIDES_2D, conv_kernel_size=_kernel(conv_kernel_size, 2),
+        super().__init__(to_2tuple(img_size), STRIDES_2D, conv_kernel_size=kernel_tuple(conv_kernel_size, 2),
                          mask_ratio=mask_ratio, mask_type=mask_type, **kwargs)
 
 
@@ -361,7 +362,7 @@ class ConvViT(ConvViTBase):
     """2D ConvViT classifier on images `(B, 3, H, W)` (global pooling + fc_norm)."""
 
     def __init__(self, img_size=224, conv_kernel_size=5, **kwargs):
-        super().__init__(to_2tuple(img_size), STRIDES_2D, conv_kernel_size=_kernel(conv_kernel_size, 2), **kwargs)
+        super().__init__(to_2tuple(img_size), STRIDES_2D, conv_kernel_size=kernel_tuple(conv_kernel_size, 2), **kwargs)
 
 
 # -- presets -------------------------------------------------------------------------------------

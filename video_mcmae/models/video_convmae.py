@@ -11,7 +11,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import to_2tuple
 from timm.models import register_model
 
-from .convmae import ConvMAEBase, ConvViTBase, _kernel, create_preset
+from .convmae import ConvMAEBase, ConvViTBase, create_preset, kernel_tuple
 
 __all__ = ["VideoConvMAE", "VideoConvViT"]
 
@@ -19,7 +19,7 @@ __all__ = ["VideoConvMAE", "VideoConvViT"]
 def _video_geometry(num_frames: int, img_size, tubelet_size: int, conv_kernel_size) -> dict:
     return dict(input_size=(num_frames, *to_2tuple(img_size)),
                 strides=((tubelet_size, 4, 4), (1, 2, 2), (1, 2, 2)),
-                conv_kernel_size=_kernel(conv_kernel_size, 3))
+                conv_kernel_size=kernel_tuple(conv_kernel_size, 3))
 
 
 class VideoConvMAE(ConvMAEBase):
