@@ -131,7 +131,8 @@ def load_pretrained(model: nn.Module, state_dict_or_path, checkpoint_grid: tuple
         state[key] = value
     if mismatched:
         raise ValueError("pretrained weights do not fit the model (different architecture or width?): "
-                         + "; ".join(mismatched) + ". Create the matching preset, or drop these keys with drop_prefixes")
+                         + "; ".join(mismatched)
+                         + ". Create the matching preset, or drop these keys with drop_prefixes")
     if not state:
         raise ValueError("no tensor of the pretrained weights matches the model's parameter names")
     result = model.load_state_dict(state, strict=False)
