@@ -192,8 +192,9 @@ def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, s
         end = time.time()
     stats = {k: v for k, v in logger.epoch_averages().items() if k in ("loss", "grad_norm", "iter_time", "data_time")}
     stats.update(lr=lr, wd=wd)
-    if hasattr(loader.dataset, "bad_file_stats"):
-        counts = loader.dataset.bad_file_stats()
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "bad_file_stats"):
+        counts = dataset.bad_file_stats()
         stats.update(bad_files=counts["bad_files"], replaced=counts["replaced"])
     return stats
 

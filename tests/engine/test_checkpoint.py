@@ -1,0 +1,164 @@
+"""Checkpoint tags/`latest`, and in-process DeepSpeed engines (one CPU rank): save -> export ->
+load equals the engine's fp32 weights; resume restores weights, optimizer and loop position; a
+NaN loss stops before the step."""
+import os
+
+import pytest
+import torch
+
+from video_mcmae.config import load_config
+from video_mcmae.engine import checkpoint as ckpt
+from video_mcmae.engine import distributed
+from video_mcmae.engine.logging import TrainLogger
+from video_mcmae.engine.pretrain import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
+from video_mcmae.engine.schedule import build_schedules, lr_plan
+
+_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
+
+
+# ---------------------------------------------------------------------------------------------
+# Tags and `latest` (no DeepSpeed)
+
+
+def _fake_ckpt(out, tag):
+    os.makedirs(out / tag, exist_ok=True)
+    (out / tag / ckpt.MODEL_STATES).write_bytes(b"x")
+
+
+def test_latest_points_only_at_complete_checkpoints(tmp_path):
+    assert ckpt.read_latest(str(tmp_path)) is None and ckpt.find_auto_resume(str(tmp_path)) is None
+    for e in (2, 10, 1):
+        _fake_ckpt(tmp_path, ckpt.epoch_tag(e))
+    os.makedirs(tmp_path / "epoch-0011")  # a save that never finished
+    assert ckpt.epoch_tags(str(tmp_path)) == ["epoch-0001", "epoch-0002", "epoch-0010", "epoch-0011"]
+    ckpt.write_latest(str(tmp_path), "epoch-0010")
+    assert ckpt.find_auto_resume(str(tmp_path)) == str(tmp_path / "epoch-0010")
+    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # written by rename
+    ckpt.write_latest(str(tmp_path), "epoch-0011")
+    assert ckpt.read_latest(str(tmp_path)) is None  # incomplete target is not trusted
+    assert ckpt.resolve_checkpoint(str(tmp_path / "epoch-0002")) == (str(tmp_path), "epoch-0002")
+
+
+def test_user_errors_name_the_fix(tmp_path):
+    with pytest.raises(ckpt.CheckpointError, match="not a complete DeepSpeed checkpoint.*epoch-0005"):
+        ckpt.resolve_checkpoint(str(tmp_path / "nope"))
+    ckpt.ensure_fresh_output(str(tmp_path))  # empty: fine
+    _fake_ckpt(tmp_path, "epoch-0003")
+    with pytest.raises(ckpt.CheckpointError, match="already holds checkpoints \\(epoch-0003\\).*--auto_resume"):
+        ckpt.ensure_fresh_output(str(tmp_path))
+    with pytest.raises(ckpt.CheckpointError, match="exported weights need"):
+        ckpt.load_exported(str(tmp_path / "missing.safetensors"))
+
+
+# ---------------------------------------------------------------------------------------------
+# In-process engines
+
+
+@pytest.fixture(scope="module")
+def dist_info():
+    saved = {k: os.environ.get(k) for k in _ENV}
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
+        os.environ.pop(k, None)
+    info = distributed.init("cpu")
+    yield info
+    distributed.destroy()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def _run(tmp_path, info, zero, precision):
+    cfg = load_config(None, [
+        "model.name=videoconvvit_tiny_patch16", "model.num_frames=4", "model.img_size=32", "model.num_classes=3",
+        "data.short_side_size=32", "optim.batch_size=2", "optim.epochs=2", "optim.warmup_epochs=0",
+        "optim.lr=1e-2", "optim.layer_decay=0.75", f"deepspeed.zero_stage={zero}", f"deepspeed.precision={precision}",
+        f"run.output_dir={tmp_path}", "run.tensorboard=false",
+    ])
+    run = Run(cfg, info, TrainLogger(str(tmp_path), True, 1, tensorboard=False), None)
+    engine, optimizer, names = make_engine(run, ckpt.build_model(cfg.model))
+    return run, engine, optimizer, names
+
+
+def _batches(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [(torch.randn(2, 3, 4, 32, 32, generator=g), torch.randint(0, 3, (2,), generator=g)) for _ in range(n)]
+
+
+def _ce_step(engine, batch, generator):
+    x, y = batch
+    return torch.nn.functional.cross_entropy(engine(x.to(engine.module.head.weight.dtype)).float(), y)
+
+
+def _train(run, engine, optimizer, steps=3):
+    sched = build_schedules(run.cfg, lr_plan(run.cfg, 1), steps)
+    return train_one_epoch(run, engine, optimizer, _batches(steps), sched, steps, _ce_step, torch.Generator())
+
+
+def _engine_fp32(engine, names):
+    """The engine's fp32 (master) weights by name."""
+    from deepspeed.utils import safe_get_full_fp32_param
+
+    out = {}
+    masters = getattr(engine.optimizer, "fp32_groups", None)
+    flat_names = [n for g in names for n in g]
+    by_name = dict(zip(flat_names, [t for g in masters for t in g])) if masters and not engine.zero_optimization() else {}
+    for n, p in engine.module.named_parameters():
+        full = safe_get_full_fp32_param(p)
+        out[n] = (full if full is not None else by_name.get(n, p)).detach().float().cpu()
+    return out
+
+
+@pytest.mark.parametrize("zero, precision", [(0, "fp32"), (0, "bf16"), (2, "bf16")])
+def test_export_then_load_equals_engine_weights(tmp_path, dist_info, zero, precision):
+    run, engine, optimizer, names = _run(tmp_path / "run", dist_info, zero, precision)
+    stats = _train(run, engine, optimizer)
+    assert run.global_step == 3 and stats["grad_norm"] > 0
+    run.epoch = 1
+    ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
+    assert ckpt.read_latest(run.out_dir) == "epoch-0001"
+    sf, meta_path = ckpt.export_weights(run.out_dir, str(tmp_path / "export" / "w"))
+    model, meta = ckpt.load_exported(sf)
+    assert meta["preset"] == "videoconvvit_tiny_patch16" and meta["epoch"] == 1 and meta["global_step"] == 3
+    want = _engine_fp32(engine, names)
+    got = dict(model.named_parameters())
+    assert set(got) == set(want)
+    for n, w in want.items():
+        assert got[n].dtype == torch.float32
+        torch.testing.assert_close(got[n].detach(), w, rtol=0, atol=0, msg=n)
+    with pytest.raises(ckpt.CheckpointError, match="exists; choose another output name or pass --overwrite"):
+        ckpt.export_weights(run.out_dir, sf)
+
+
+def test_resume_restores_weights_optimizer_and_position(tmp_path, dist_info):
+    run, engine, optimizer, names = _run(tmp_path / "a", dist_info, 1, "bf16")
+    _train(run, engine, optimizer)
+    run.epoch = 1
+    path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
+    before = _train(run, engine, optimizer)  # the continuation we must reproduce
+    after_a = _engine_fp32(engine, names)
+
+    run_b, engine_b, optimizer_b, names_b = _run(tmp_path / "b", dist_info, 1, "bf16")
+    run_b.resume_path = path
+    resume_engine(run_b, engine_b)
+    assert (run_b.epoch, run_b.global_step) == (1, 3)
+    again = _train(run_b, engine_b, optimizer_b)
+    assert again["loss"] == pytest.approx(before["loss"], rel=1e-6)
+    for n, w in _engine_fp32(engine_b, names_b).items():
+        torch.testing.assert_close(w, after_a[n], rtol=0, atol=0, msg=n)
+
+
+def test_nan_loss_stops_before_the_step(tmp_path, dist_info):
+    run, engine, optimizer, names = _run(tmp_path, dist_info, 0, "fp32")
+    weights = {n: p.detach().clone() for n, p in engine.module.named_parameters()}
+    sched = build_schedules(run.cfg, lr_plan(run.cfg, 1), 2)
+
+    def nan_step(engine, batch, generator):
+        return _ce_step(engine, batch, generator) * float("nan")
+
+    with pytest.raises(NonFiniteLossError, match="loss is nan .* epoch 0, iteration 0, global step 0.*no checkpoint"):
+        train_one_epoch(run, engine, optimizer, _batches(2), sched, 2, nan_step, torch.Generator())
+    for n, p in engine.module.named_parameters():
+        assert torch.equal(p, weights[n]), n
+    assert ckpt.epoch_tags(run.out_dir) == []

@@ -1,0 +1,32 @@
+"""Turn a DeepSpeed checkpoint (ZeRO stage 0/1/2, any precision) into consolidated fp32 weights.
+
+    python tools/export_weights.py output/pretrain_k400/epoch-0800 weights/videoconvmae_b_k400
+    -> weights/videoconvmae_b_k400.safetensors  (fp32 tensors)
+       weights/videoconvmae_b_k400.json         (preset name, model config, epoch, source)
+
+Load them without DeepSpeed: `video_mcmae.engine.checkpoint.load_exported(path) -> (model, meta)`,
+or pass the .safetensors to `tools/run_finetune.py --finetune`.
+"""
+import argparse
+import sys
+
+from video_mcmae.engine.checkpoint import CheckpointError, export_weights
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="checkpoint tag folder (output/epoch-0005) or a run's output dir (uses 'latest')")
+    parser.add_argument("out", help="output path without extension (.safetensors and .json are written)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    args = parser.parse_args(argv)
+    try:
+        sf_path, json_path = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"wrote {sf_path}\nwrote {json_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
