@@ -91,7 +91,8 @@ class DecordReader:
             self.num_frames = len(self._vr)
             self.fps = float(self._vr.get_avg_fps())
         except Exception as e:  # decord raises RuntimeError or its own DECORDError
-            raise VideoReadError(self.path, f"decord: {_first_line(e)}") from None
+            reason = _first_line(e).replace(self.path, "the file")  # the error already names it
+            raise VideoReadError(self.path, f"decord: {reason}") from None
         if self.num_frames <= 0:
             raise VideoReadError(self.path, "no video frames")
 
