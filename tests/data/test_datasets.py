@@ -95,6 +95,7 @@ def test_training_replaces_counts_and_logs_bad_files(mixed_list, caplog):
     stats = ds.bad_file_stats()
     assert stats == dict(bad_files=5, replaced=10, num_samples=13)
     assert sorted(ds.bad_file_paths()) == sorted(bad.values())
+    assert ds.bad_file_mask().tolist() == [0] * 8 + [1] * 5
     for path in bad.values():  # logged once each, with the path
         assert sum(path in r.getMessage() for r in caplog.records if r.name.endswith("datasets")) == 1
     # replacements are deterministic: the 5 bad items (indices 8..12) wrap around to video 0

@@ -115,10 +115,16 @@ class _TrainingMixin:
         self._replaced.zero_()
 
     def bad_file_stats(self) -> dict:
-        """{'bad_files': unreadable files found so far, 'replaced': replacements this epoch,
-        'num_samples': list length}; sum over ranks to get the global figures."""
+        """{'bad_files': unreadable files this process has found so far, 'replaced':
+        replacements this epoch, 'num_samples': list length}. Across ranks, sum 'replaced';
+        for the distinct bad files all-reduce `bad_file_mask()` with MAX (ranks see overlapping
+        files over the epochs) and count."""
         return dict(bad_files=int(self._bad.sum()), replaced=int(self._replaced.sum()),
                     num_samples=len(self.samples))
+
+    def bad_file_mask(self) -> torch.Tensor:
+        """(num_samples,) uint8, 1 where the file was found unreadable."""
+        return self._bad.to(torch.uint8)
 
     def bad_file_paths(self) -> List[str]:
         return [self.samples[i].path for i in torch.nonzero(self._bad).flatten().tolist()]
