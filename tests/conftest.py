@@ -3,6 +3,9 @@
 from pathlib import Path
 from typing import Callable, Union
 
+# Before any test module can import decord: a PyAV loaded after decord cannot encode VP9 (see
+# video_mcmae.data.synthetic.encode_video).
+import av  # noqa: F401
 import numpy as np
 import pytest
 

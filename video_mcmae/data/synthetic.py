@@ -58,11 +58,15 @@ import json
 import multiprocessing
 import os
 import shutil
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, Mapping, Optional, Sequence, Tuple, Union
 
+# PyAV before anything can import decord: decord loads its own libvpx into the global symbol
+# scope, and a PyAV loaded after it binds to that copy and cannot open the VP9 encoder.
+import av
 import numpy as np
 
 # Opposite pairs are adjacent; a dataset takes a prefix, so keep the easiest pairs first.
@@ -399,9 +403,10 @@ def _check_frame_size(height: int, width: int) -> None:
 
 def encode_video(path: Union[str, Path], frames: np.ndarray, codec: str = "h264", fps: int = 16) -> Path:
     """Encode ``(T, H, W, 3)`` uint8 RGB frames to ``path`` with PyAV: ``codec`` 'h264' (mp4)
-    or 'vp9' (webm), yuv420p, fast settings. The same frames give the same bytes."""
-    import av  # imported here so rendering works without PyAV
+    or 'vp9' (webm), yuv420p, fast settings. The same frames give the same bytes.
 
+    VP9 needs PyAV imported before decord in the process (importing this module first does it).
+    """
     if codec not in _CODECS:
         raise ValueError(f"codec={codec!r}: choose one of {', '.join(_CODECS)}")
     frames = np.asarray(frames)
@@ -422,6 +427,12 @@ def encode_video(path: Union[str, Path], frames: np.ndarray, codec: str = "h264"
             stream.options = {"preset": "ultrafast", "crf": "18"}
         else:
             stream.options = {"deadline": "realtime", "cpu-used": "8", "crf": "24", "b": "0"}
+        try:
+            stream.codec_context.open()
+        except av.FFmpegError as err:
+            hint = (" decord was imported before PyAV in this process and its libvpx shadows PyAV's;"
+                    " import av (or video_mcmae.data.synthetic) before decord") if "decord" in sys.modules else ""
+            raise RuntimeError(f"cannot open the {codec} encoder for {path}: {err}.{hint}") from None
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
