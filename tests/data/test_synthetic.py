@@ -387,9 +387,12 @@ def test_existing_output_needs_overwrite(tmp_path):
     syn.make_dataset(tmp_path, **opts)
     with pytest.raises(ValueError, match="already exists.*overwrite"):
         syn.make_dataset(tmp_path, **opts)
+    with pytest.raises(ValueError, match="already exists"):
+        syn.make_dataset(tmp_path, **dict(opts, layouts="ssv2"))
     (tmp_path / "k400" / "stale.txt").write_text("x")
-    syn.make_dataset(tmp_path, overwrite=True, **opts)
-    assert not (tmp_path / "k400" / "stale.txt").exists()
+    syn.make_dataset(tmp_path, overwrite=True, **dict(opts, layouts="ssv2"))
+    assert not (tmp_path / "k400").exists()
+    assert json.loads((tmp_path / "meta.json").read_text())["layouts"] == ["ssv2"]
 
 
 def test_encode_video_rejects_bad_input(tmp_path):

@@ -503,7 +503,7 @@ def _resolve_layouts(layouts: Union[str, Iterable[str]]) -> Tuple[str, ...]:
 
 
 def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
-                 videos_per_class: Union[int, Mapping[str, int]] = None, num_frames: int = 48,
+                 videos_per_class: Optional[Union[int, Mapping[str, int]]] = None, num_frames: int = 48,
                  fps: int = 16, height: int = 128, width: int = 128, seed: int = 0,
                  layouts: Union[str, Iterable[str]] = "both", workers: Optional[int] = None,
                  overwrite: bool = False) -> SyntheticDataset:
@@ -512,7 +512,8 @@ def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
     ``videos_per_class`` is one int for every split or ``{"train": n, "val": n, "test": n}``
     (default 16/4/6). Video (split, label, index) depends only on ``seed`` and those three, so
     changing counts adds or drops videos without changing the others. ``workers`` processes
-    render and encode (default: up to 2).
+    render and encode (default: up to 2). A call owns ``out_dir``: existing layout folders or
+    ``meta.json`` there are an error unless ``overwrite``, which deletes them all first.
     """
     started = time.perf_counter()
     names = class_names(num_classes)
@@ -529,12 +530,16 @@ def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
         raise ValueError(f"workers={workers!r}: need an integer >= 1")
 
     root = Path(out_dir)
-    existing = [root / x for x in chosen if (root / x).exists()]
+    # One call owns the whole root, so meta.json always describes every layout folder in it.
+    existing = [root / x for x in (*LAYOUTS, "meta.json") if (root / x).exists()]
     if existing and not overwrite:
         raise ValueError(f"{existing[0]} already exists; choose another out_dir or pass overwrite=True "
                          "(--overwrite) to replace it")
     for path in existing:
-        shutil.rmtree(path)
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
     jobs, lines = [], {(x, s): [] for x in chosen for s in SPLITS}
     for split in SPLITS:
