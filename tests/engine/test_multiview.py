@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from video_mcmae.engine.multiview import (
-    MultiViewError, ViewManifest, ViewCollector, compute_metrics, format_report, load_shards,
-    make_shard, merge_views, read_class_names, save_shard, write_report,
+    MultiViewError, ViewCollector, ViewManifest, compute_metrics, format_report, load_shards, make_shard,
+    merge_views, save_shard, write_report,
 )
 
 
@@ -236,12 +236,10 @@ def test_shard_files_roundtrip_and_errors(tmp_path):
 def test_report_files(tmp_path):
     manifest = manifest_for([0, 2, 1], T=1, S=2, C=3)
     merged = merge_views(simulated_shards(manifest, 2, logits_fn=hand_logits))
-    merged.meta = {"checkpoint": "w.safetensors", "config": {"model": {"num_classes": 3}}}
-    names_file = tmp_path / "names.txt"
-    names_file.write_text("archery\nbowling\ncycling\n")
-    names = read_class_names(str(names_file), 3)
+    names = ["archery", "bowling", "cycling"]
+    merged.meta = {"checkpoint": "w.safetensors", "config": {"model": {"num_classes": 3}}, "class_names": names}
     m = compute_metrics(merged, topk=(1, 5))
-    paths = write_report(merged, m, str(tmp_path / "out"), class_names=names)
+    paths = write_report(merged, m, str(tmp_path / "out"))
     with open(paths["predictions"]) as f:
         rows = list(csv.DictReader(f))
     assert [r["prediction_name"] for r in rows] == ["cycling", "bowling", "bowling"]
@@ -255,8 +253,14 @@ def test_report_files(tmp_path):
     summary = json.loads(open(paths["summary"]).read())
     assert summary["checkpoint"] == "w.safetensors" and summary["config"]["model"]["num_classes"] == 3
     assert summary["video"]["top1"] == pytest.approx(100 / 3) and summary["class_names"] == names
-    with pytest.raises(MultiViewError, match="has 3 names but model.num_classes is 4"):
-        read_class_names(str(names_file), 4)
+
+
+def test_failed_rank_is_reported():
+    manifest = manifest_for([0, 1], T=1, S=1, C=2)
+    shards = simulated_shards(manifest, 2)
+    shards[1]["error"] = "VideoReadError: clip.1.mp4: invalid data at frame 12"
+    with pytest.raises(MultiViewError, match="stopped early on rank 1: VideoReadError: clip.1.mp4"):
+        merge_views(shards)
 
 
 def test_no_plot_above_50_classes(tmp_path):

@@ -97,15 +97,16 @@ class ViewCollector:
 
 def make_shard(collector: ViewCollector, manifest: ViewManifest, *, rank: int, world_size: int,
                run_id: str, unreadable: Optional[Dict[int, str]] = None,
-               meta: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+               meta: Optional[Dict[str, Any]] = None, error: str = "") -> Dict[str, Any]:
     """One rank's contribution. `unreadable`: video index -> reason, as this rank saw it.
-    `meta`: plain values carried to the report (config, checkpoint)."""
+    `meta`: plain values carried to the report (config, checkpoint, class names). `error`: why
+    this rank stopped early; the merge refuses such shards and says so."""
     keys, labels, logits = collector.tensors(manifest.num_classes)
     return {
         "format": SHARD_FORMAT, "run_id": str(run_id), "rank": int(rank), "world_size": int(world_size),
         "keys": keys, "labels": labels, "logits": logits,
         "unreadable": sorted([int(i), str(r)] for i, r in (unreadable or {}).items()),
-        "manifest": manifest.to_dict(), "meta": dict(meta or {}),
+        "manifest": manifest.to_dict(), "meta": dict(meta or {}), "error": str(error),
     }
 
 
@@ -223,6 +224,10 @@ def _check_shards(shards: Sequence[Dict[str, Any]]) -> Tuple[ViewManifest, Dict[
                              "must finish and write its shard (look for a failed rank in the logs)")
     if len(ranks) != len(set(ranks)) or ranks != list(range(world)):
         raise MultiViewError(f"duplicate or out-of-range ranks {ranks} for world size {world}")
+    failed = [s for s in sorted(shards, key=lambda s: s["rank"]) if s["error"]]
+    if failed:
+        raise MultiViewError("evaluation stopped early on " + "; ".join(
+            f"rank {s['rank']}: {s['error']}" for s in failed) + "; fix the cause and re-run the test")
     manifest = shards[0]["manifest"]
     if any(s["manifest"] != manifest for s in shards[1:]):
         raise MultiViewError("shards disagree on the test list or view counts; they were not written "
@@ -381,18 +386,6 @@ def format_report(merged: MergedViews, metrics: Dict[str, Any]) -> str:
 # Report files
 
 
-def read_class_names(path: str, num_classes: int) -> List[str]:
-    if not os.path.isfile(path):
-        raise MultiViewError(f"data.class_names file not found: {path!r}; give a file with one class "
-                             "name per line, or leave data.class_names empty")
-    with open(path, "r", encoding="utf-8") as f:
-        names = [line.strip() for line in f if line.strip()]
-    if len(names) != num_classes:
-        raise MultiViewError(f"data.class_names {path!r} has {len(names)} names but model.num_classes is "
-                             f"{num_classes}; one non-empty line per class is needed")
-    return names
-
-
 def _plot_confusion(cm: torch.Tensor, names: List[str], path: str) -> None:
     import matplotlib
 
@@ -420,11 +413,12 @@ def _plot_confusion(cm: torch.Tensor, names: List[str], path: str) -> None:
     plt.close(fig)
 
 
-def write_report(merged: MergedViews, metrics: Dict[str, Any], out_dir: str,
-                 class_names: Optional[List[str]] = None) -> Dict[str, str]:
-    """predictions.csv, confusion_matrix.csv (+ .png for <= 50 classes), summary.json."""
+def write_report(merged: MergedViews, metrics: Dict[str, Any], out_dir: str) -> Dict[str, str]:
+    """predictions.csv, confusion_matrix.csv (+ .png for <= 50 classes), summary.json.
+    Class names come from `merged.meta['class_names']` when the run had them."""
     os.makedirs(out_dir, exist_ok=True)
     C = merged.manifest.num_classes
+    class_names = merged.meta.get("class_names")
     names = class_names or [str(c) for c in range(C)]
     kmax = max(int(k[3:]) for k in metrics["video"])
     ranked = metrics["ranked"]
@@ -460,11 +454,199 @@ def write_report(merged: MergedViews, metrics: Dict[str, Any], out_dir: str,
     summary = {k: v for k, v in metrics.items() if k not in ("confusion_matrix", "ranked")}
     summary["unreadable_videos"] = [{"video_index": i, "path": merged.manifest.paths[i], "reason": r}
                                     for i, r in merged.unreadable.items()]
-    summary["class_names"] = class_names
-    summary.update(merged.meta)  # checkpoint, config
+    summary.update(merged.meta)  # checkpoint, config, class names
     summary["files"] = {k: os.path.basename(p) for k, p in paths.items()}
     tmp = paths["summary"] + ".tmp"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(summary, f, indent=2, allow_nan=False)
     os.replace(tmp, paths["summary"])
     return paths
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation run (tools/test_multiview.py) and offline merge (tools/merge_multiview.py)
+
+
+_MODEL_FIELDS = ("name", "num_classes", "num_frames", "img_size", "tubelet_size")
+
+
+def _check_model_config(saved: Dict[str, Any], cfg_model, path: str) -> None:
+    for key in _MODEL_FIELDS:
+        if key in saved and saved[key] != getattr(cfg_model, key):
+            raise MultiViewError(
+                f"checkpoint {path!r} was trained with model.{key}={saved[key]!r} but the config says "
+                f"{getattr(cfg_model, key)!r}; test with the run's config (config.yaml in its output dir) "
+                f"or --opt model.{key}={saved[key]}")
+
+
+def load_test_model(cfg, path: str) -> torch.nn.Module:
+    """The classifier of `cfg.model` with the weights of a DeepSpeed checkpoint (tag folder or run
+    dir with `latest`) or of exported `.safetensors` weights; checked against the config."""
+    from video_mcmae.engine import checkpoint as ckpt
+
+    if ckpt.is_pretraining_preset(cfg.model.name):
+        raise MultiViewError(f"model.name={cfg.model.name!r} is a pretraining model; multi-view testing "
+                             "needs a classifier preset (videoconvvit_*) and finetuned weights")
+    if path.endswith(".safetensors") or os.path.isfile(path):
+        if not path.endswith(".safetensors"):
+            raise MultiViewError(f"--checkpoint {path!r}: a file must be exported weights (.safetensors, "
+                                 "from tools/export_weights.py); DeepSpeed checkpoints are folders")
+        model, meta = ckpt.load_exported(path)
+        _check_model_config(meta.get("model", {}), cfg.model, path)
+        return model
+    if not os.path.isdir(path):
+        raise MultiViewError(f"--checkpoint {path!r} not found; give a DeepSpeed checkpoint folder "
+                             "(output/epoch-0100, or the run dir with 'latest') or exported .safetensors")
+    weights, meta = ckpt.consolidated_state_dict(path)
+    _check_model_config((meta.get("config") or {}).get("model", {}), cfg.model, path)
+    model = ckpt.build_model(cfg.model, linprobe=bool(meta.get("linprobe", False)))
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if missing or unexpected:
+        raise MultiViewError(f"checkpoint {path!r} does not fit {cfg.model.name}: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}; test with the run's own config")
+    return model
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype on a GPU for `deepspeed.precision`; None (fp32) on the CPU and for fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise MultiViewError("deepspeed.precision=bf16 but this GPU has no bf16; use --opt deepspeed.precision=fp16")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+@torch.no_grad()
+def collect_views(model: torch.nn.Module, loader, device: torch.device, dtype: Optional[torch.dtype],
+                  progress: bool = False) -> Tuple[ViewCollector, str]:
+    """Logits of every view this rank's loader yields. A failure (a file that passed the scan
+    but breaks mid-decode, an out-of-memory) ends the loop and is returned as a message, so this
+    rank still joins the gather and the merge reports it instead of the other ranks hanging."""
+    from tqdm import tqdm
+
+    model.eval()
+    collector = ViewCollector()
+    try:
+        for clip, label, video, t, s in tqdm(loader, desc="test views", unit="batch", disable=not progress,
+                                             dynamic_ncols=True):
+            clip = clip.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(clip)
+            collector.add(logits.float(), label, video, t, s)
+    except Exception as e:  # re-raised as a MultiViewError by the merge, naming this rank
+        return collector, f"{type(e).__name__}: {e}"
+    return collector, ""
+
+
+def _report(merged: MergedViews, topk: Sequence[int], out_dir: str) -> Dict[str, Any]:
+    metrics = compute_metrics(merged, topk)
+    paths = write_report(merged, metrics, out_dir)
+    print(format_report(merged, metrics), flush=True)
+    print(f"report: {os.path.abspath(paths['summary'])} (+ {', '.join(os.path.basename(p) for k, p in paths.items() if k != 'summary')})",
+          flush=True)
+    return metrics
+
+
+def resolve_output_dir(cfg) -> str:
+    return cfg.test.output_dir or os.path.join(cfg.run.output_dir, "test")
+
+
+def run_test(cfg, checkpoint: str) -> Optional[Dict[str, Any]]:
+    """Evaluate every view of the test list on every rank, write shards, merge, report (rank 0).
+    Returns the metrics on rank 0, None elsewhere."""
+    import uuid
+
+    from video_mcmae.data.datasets import build_dataset, build_loader
+    from video_mcmae.engine import distributed
+
+    info = distributed.init(cfg.run.device)
+    out_dir = resolve_output_dir(cfg)
+    shard_dir = os.path.join(out_dir, "shards")
+    model = load_test_model(cfg, checkpoint)
+    if cfg.model.compile:
+        model = torch.compile(model)
+    model.to(info.device)
+    dtype = autocast_dtype(cfg.deepspeed.precision, info.device)
+    dataset = build_dataset(cfg, "test", scan_progress=info.is_main)
+    loader = build_loader(cfg, "test", dataset, info.rank, info.world_size)
+    manifest = ViewManifest(paths=[s.path for s in dataset.samples], labels=[s.label for s in dataset.samples],
+                            num_temporal_views=dataset.num_temporal_views,
+                            num_spatial_views=dataset.num_spatial_crops, num_classes=cfg.model.num_classes)
+    if info.is_main:
+        print(f"multi-view test: {len(dataset.samples)} videos ({len(dataset.excluded)} unreadable) x "
+              f"{manifest.num_temporal_views} temporal x {manifest.num_spatial_views} spatial views on "
+              f"{info.world_size} rank(s), {info.device}, {str(dtype or torch.float32).replace('torch.', '')}",
+              flush=True)
+        remove_shards(shard_dir)
+    run_id = distributed.broadcast_object(uuid.uuid4().hex)
+    distributed.barrier()  # old shards are gone before any rank writes
+    collector, error = collect_views(model, loader, info.device, dtype, progress=info.is_main)
+    meta = {"checkpoint": os.path.abspath(checkpoint), "config": cfg.to_dict(),
+            "class_names": getattr(dataset, "class_names", None)}
+    shard = make_shard(collector, manifest, rank=info.rank, world_size=info.world_size, run_id=run_id,
+                       unreadable={i: reason for i, _, reason in dataset.excluded}, meta=meta, error=error)
+    save_shard(shard, shard_dir)
+    shards = gather_shards(shard)
+    if not info.is_main:
+        if error:
+            raise MultiViewError(f"rank {info.rank} stopped early: {error}")
+        return None
+    return _report(merge_views(shards, cfg.test.average), cfg.test.topk, out_dir)
+
+
+def merge_shards(shard_dir: str, out_dir: str = "", average: str = "") -> Dict[str, Any]:
+    """Offline merge of a shard folder; `average`/topk default to the run's test config."""
+    shards = load_shards(shard_dir)
+    test_cfg = (shards[0].get("meta", {}).get("config") or {}).get("test", {})
+    merged = merge_views(shards, average or test_cfg.get("average", "softmax"))
+    out = out_dir or os.path.dirname(os.path.abspath(shard_dir))
+    return _report(merged, test_cfg.get("topk", [1, 5]), out)
+
+
+def _cli(body) -> int:
+    """User-caused errors: one line (`error: ...`) and exit status 2."""
+    from video_mcmae.config import ConfigError
+    from video_mcmae.data.lists import DataListError
+    from video_mcmae.engine import distributed
+    from video_mcmae.engine.checkpoint import CheckpointError
+
+    try:
+        body()
+    except (ConfigError, CheckpointError, DataListError, MultiViewError, FileNotFoundError) as e:
+        # config and path errors hit every rank alike; a merge error is raised on rank 0 and a
+        # rank's own failure on that rank
+        main = distributed.is_main() if torch.distributed.is_initialized() else os.environ.get("RANK", "0") == "0"
+        if main or isinstance(e, MultiViewError):
+            print(f"error: {e}", flush=True)
+        return 2
+    finally:
+        distributed.destroy()
+    return 0
+
+
+def run_test_cli(argv: Optional[List[str]] = None) -> int:
+    import argparse
+
+    from video_mcmae.config import add_config_args, load_config
+
+    parser = add_config_args(argparse.ArgumentParser(description="Multi-view test of a finetuned VideoConvViT"))
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="DeepSpeed checkpoint folder (tag folder, or run dir with 'latest') or exported .safetensors")
+    parser.add_argument("--output_dir", default="", help="shorthand for --opt test.output_dir=...")
+    # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    opts = list(args.opt) + ([f"test.output_dir={args.output_dir}"] if args.output_dir else [])
+    return _cli(lambda: run_test(load_config(args.config, opts), args.checkpoint))
+
+
+def merge_cli(argv: Optional[List[str]] = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Merge the per-rank shards of a multi-view test offline")
+    parser.add_argument("--shards", required=True, metavar="DIR", help="the `shards` folder of a test run")
+    parser.add_argument("--output_dir", default="", help="where the report goes (default: the folder above DIR)")
+    parser.add_argument("--average", choices=("softmax", "logits"), default="",
+                        help="merge rule (default: the run's test.average)")
+    args = parser.parse_args(argv)
+    return _cli(lambda: merge_shards(args.shards, args.output_dir, args.average))
