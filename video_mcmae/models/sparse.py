@@ -145,7 +145,7 @@ def depthwise_conv_visible(rows: torch.Tensor, index_map: torch.Tensor, weight: 
     rows = _autocast(rows)
     grid, ksize = _grid3d(index_map.shape[1:], kernel)
     w_kc = weight.reshape(weight.shape[0], -1).t().contiguous()
-    return _load_kernels().dwconv_rows(rows.contiguous(), w_kc, bias, positions.to(torch.int32),
+    return _load_kernels().dwconv_rows(rows.contiguous(), w_kc, bias, positions.to(torch.int32).contiguous(),
                                        index_map.contiguous(), grid, ksize)
 
 
