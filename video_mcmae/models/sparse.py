@@ -6,7 +6,11 @@ PyTorch's grouped convolution elsewhere. `depthwise_conv_visible` is the same co
 evaluated at the visible positions of a masked grid only, with masked inputs read as zero.
 
 The backend can be forced with the `backend=` argument or the environment variable
-`VIDEO_MCMAE_DWCONV` (`auto`, the default, `torch` or `triton`).
+`VIDEO_MCMAE_DWCONV` (`auto`, the default, `torch` or `triton`). The kernel takes odd kernel
+sizes up to 7 (2D, or 3D up to 7x7x7); `auto` sends larger kernels to torch, `triton` rejects them.
+
+`visible_conv_stages` / `visible_msd` run a pretraining model's conv stages and multi-scale fusion
+on the visible positions only (see "Visible-only execution" in ARCHITECTURE.md).
 """
 import importlib
 import importlib.util
