@@ -10,8 +10,8 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from video_mcmae.engine.multiview import (
-    MultiViewError, ViewCollector, ViewManifest, compute_metrics, format_report, load_shards, make_shard,
-    merge_views, save_shard, write_report,
+    MultiViewError, ViewCollector, ViewManifest, autocast_dtype, collect_views, compute_metrics, format_report,
+    load_shards, make_shard, merge_views, save_shard, write_report,
 )
 
 
@@ -261,6 +261,22 @@ def test_failed_rank_is_reported():
     shards[1]["error"] = "VideoReadError: clip.1.mp4: invalid data at frame 12"
     with pytest.raises(MultiViewError, match="stopped early on rank 1: VideoReadError: clip.1.mp4"):
         merge_views(shards)
+
+
+def test_collect_views_turns_a_failure_into_a_message():
+    batches = [(torch.zeros(2, 3, 2, 4, 4), torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([0, 0]),
+                torch.tensor([0, 1]))]
+
+    def loader():
+        yield from batches
+        raise OSError("clip.7.mp4: invalid data at frame 12")
+
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96, 3))
+    assert autocast_dtype("bf16", torch.device("cpu")) is None  # fp32 on the CPU
+    collector, error = collect_views(model, loader(), torch.device("cpu"), None)
+    assert len(collector) == 2 and error == "OSError: clip.7.mp4: invalid data at frame 12"
+    collector, error = collect_views(model, batches, torch.device("cpu"), None)
+    assert len(collector) == 2 and error == ""
 
 
 def test_no_plot_above_50_classes(tmp_path):

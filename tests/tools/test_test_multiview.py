@@ -16,8 +16,10 @@ import torch
 from safetensors.torch import save_file
 
 from video_mcmae.config import ModelConfig, load_config
-from video_mcmae.engine.checkpoint import EXPORT_FORMAT, build_model
-from video_mcmae.engine.multiview import load_shards, merge_cli, merge_views, run_test_cli
+from video_mcmae.engine.checkpoint import EXPORT_FORMAT, MODEL_STATES, build_model
+from video_mcmae.engine.multiview import (
+    MultiViewError, load_shards, load_test_model, merge_cli, merge_views, run_test_cli,
+)
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = ModelConfig(name="videoconvvit_tiny_patch16", num_frames=8, img_size=64, num_classes=4)
@@ -148,6 +150,24 @@ def test_user_errors_are_one_line(setup, restore_env, capsys):
     assert "trained with model.num_frames=8 but the config says 16" in capsys.readouterr().out
     assert merge_cli(["--shards", str(tmp / "no_such_dir")]) == 2
     assert "shard directory not found" in capsys.readouterr().out
+
+
+def test_deepspeed_checkpoint_folders(setup, tmp_path):
+    """A tag folder and a run dir with `latest` (the files DeepSpeed + our client state write)
+    give the same weights as the export; a config that does not fit is refused."""
+    tmp, _ = setup
+    cfg = load_config(str(tmp / "test.yaml"))
+    exported = load_test_model(cfg, str(tmp / "tiny.safetensors")).state_dict()
+    (tmp_path / "epoch-0003").mkdir()
+    torch.save({"module": exported, "config": cfg.to_dict(), "epoch": 3}, tmp_path / "epoch-0003" / MODEL_STATES)
+    (tmp_path / "latest").write_text("epoch-0003")
+    for path in (tmp_path / "epoch-0003", tmp_path):
+        loaded = load_test_model(cfg, str(path)).state_dict()
+        assert all(torch.equal(loaded[k], v) for k, v in exported.items())
+    with pytest.raises(MultiViewError, match="model.num_classes=4 but the config says 5"):
+        load_test_model(load_config(str(tmp / "test.yaml"), ["model.num_classes=5"]), str(tmp_path))
+    with pytest.raises(MultiViewError, match="is a pretraining model"):
+        load_test_model(load_config(str(tmp / "test.yaml"), ["model.name=videoconvmae_tiny_patch16"]), str(tmp_path))
 
 
 def free_port():

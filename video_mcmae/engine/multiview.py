@@ -153,8 +153,9 @@ def load_shards(directory: str) -> List[Dict[str, Any]]:
 
 
 def gather_shards(shard: Dict[str, Any]) -> List[Dict[str, Any]]:
-    """All ranks' shards on every rank. Logits travel as tensors (on the current CUDA device for
-    nccl), padded to the longest rank; the small rest travels with all_gather_object."""
+    """All ranks' shards on every rank. Keys + labels (int64) and logits (float32) travel as
+    tensors padded to the longest rank, on the current CUDA device for nccl; the small rest
+    (manifest, unreadable videos, meta) travels with all_gather_object."""
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
@@ -162,27 +163,24 @@ def gather_shards(shard: Dict[str, Any]) -> List[Dict[str, Any]]:
     world = dist.get_world_size()
     device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" \
         else torch.device("cpu")
-    keys, labels, logits = shard["keys"], shard["labels"], shard["logits"]
-    n = torch.tensor([keys.shape[0]], device=device)
+    n = torch.tensor([shard["keys"].shape[0]], device=device)
     counts = [torch.zeros_like(n) for _ in range(world)]
     dist.all_gather(counts, n)
     counts = [int(c.item()) for c in counts]
-    # One flat float64 row per view: 3 key columns, the label, then the logits; float64 holds
-    # integers exactly up to 2**53 and the float32 logits exactly.
-    rows = torch.cat([keys.double(), labels.double()[:, None], logits.double()], dim=1)
-    padded = torch.zeros(max(counts), rows.shape[1], dtype=torch.float64, device=device)
-    padded[: rows.shape[0]] = rows.to(device)
-    received = [torch.empty_like(padded) for _ in range(world)]
-    dist.all_gather(received, padded)
+
+    def all_gather_rows(rows: torch.Tensor) -> List[torch.Tensor]:
+        padded = rows.new_zeros((max(counts),) + rows.shape[1:], device=device)
+        padded[: rows.shape[0]] = rows.to(device)
+        received = [torch.empty_like(padded) for _ in range(world)]
+        dist.all_gather(received, padded)
+        return [r[:c].cpu() for r, c in zip(received, counts)]
+
+    ids = all_gather_rows(torch.cat([shard["keys"], shard["labels"][:, None]], dim=1))
+    logits = all_gather_rows(shard["logits"])
     small = {k: v for k, v in shard.items() if k not in ("keys", "labels", "logits")}
     smalls: List[Optional[Dict[str, Any]]] = [None] * world
     dist.all_gather_object(smalls, small)
-    out = []
-    for count, block, rest in zip(counts, received, smalls):
-        block = block[:count].cpu()
-        out.append(dict(rest, keys=block[:, :3].long(), labels=block[:, 3].long(),
-                        logits=block[:, 4:].float()))
-    return out
+    return [dict(rest, keys=i[:, :3], labels=i[:, 3], logits=lg) for i, lg, rest in zip(ids, logits, smalls)]
 
 
 # ---------------------------------------------------------------------------------------------
