@@ -236,15 +236,15 @@ def consolidated_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[st
     load_dir, tag = resolve_checkpoint(path)
     ckpt_dir = os.path.join(load_dir, tag)
     states = _read_model_states(ckpt_dir)
-    module = states["module"]
+    # The module state holds every parameter and buffer in the engine's precision (frozen ones
+    # only there under ZeRO-1); the optimizer's fp32 masters replace the trained ones.
+    weights = dict(states["module"])
     if glob.glob(os.path.join(ckpt_dir, "*zero_pp_rank_*optim_states.pt")):
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        weights = dict(get_fp32_state_dict_from_zero_checkpoint(load_dir, tag=tag))
-    else:
-        weights = dict(module)
-        if any(t.is_floating_point() and t.dtype != torch.float32 for t in module.values()):
-            weights.update(_stage0_masters(states) or {})
+        weights.update(get_fp32_state_dict_from_zero_checkpoint(load_dir, tag=tag))
+    elif any(t.is_floating_point() and t.dtype != torch.float32 for t in weights.values()):
+        weights.update(_stage0_masters(states) or {})
     out = {k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous() for k, v in weights.items()}
     meta = {k: states[k] for k in ("epoch", "global_step", "config", "linprobe") if k in states}
     return out, meta

@@ -107,7 +107,7 @@ def make_engine(run: Run, model: nn.Module):
     if run.cfg.model.compile:
         engine.compile()
     n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    run.logger.info(f"model {run.cfg.model.name}: {n_train / 1e6:.2f}M trainable parameters in "
+    run.logger.info(f"model {run.cfg.model.name}: {n_train:,} trainable parameters in "
                     f"{len(optimizer.param_groups)} groups; ZeRO {engine.zero_optimization_stage()}, "
                     f"{str(input_dtype(engine)).replace('torch.', '')}")
     return engine, optimizer, names
