@@ -16,7 +16,8 @@ from video_mcmae.engine.multiview import (
 
 
 def manifest_for(labels, T, S, C):
-    return ViewManifest(paths=[f"videos/class_{y}/clip.{i}.mp4" for i, y in enumerate(labels)],
+    # every basename is "clip.mp4": videos are told apart by list index, never by file name
+    return ViewManifest(paths=[f"videos/{i:02d}/clip.mp4" for i in range(len(labels))],
                         labels=list(labels), num_temporal_views=T, num_spatial_views=S, num_classes=C)
 
 
@@ -159,7 +160,7 @@ def test_missing_view_names_video_path_and_views():
         merge_views([shard])
     msg = str(e.value)
     assert "1 readable video(s)" in msg
-    assert "video 1 (videos/class_1/clip.1.mp4): missing (t=0, s=2), (t=1, s=0)" in msg
+    assert "video 1 (videos/01/clip.mp4): missing (t=0, s=2), (t=1, s=0)" in msg
 
 
 def test_unreadable_video_is_reported_and_excluded():
@@ -174,7 +175,7 @@ def test_unreadable_video_is_reported_and_excluded():
     correct = (m["ranked"][:, 0] == merged.labels).sum().item()
     assert m["video"]["top1"] == pytest.approx(100 * correct / 3)  # denominator: readable videos
     text = format_report(merged, m)
-    assert "excluded unreadable video 1: videos/class_1/clip.1.mp4 (VideoReadError: moov atom" in text
+    assert "excluded unreadable video 1: videos/01/clip.mp4 (VideoReadError: moov atom" in text
     assert "single-view (clip-level)" in text
 
 
@@ -194,7 +195,7 @@ def test_mixed_runs_and_label_mismatch_are_errors():
     with pytest.raises(MultiViewError, match="different runs"):
         merge_views([a[0], b[1]])
     a[1]["labels"][:] = 0
-    with pytest.raises(MultiViewError, match=r"video 1 \(videos/class_1/clip.1.mp4\) carries label 0"):
+    with pytest.raises(MultiViewError, match=r"video 1 \(videos/01/clip.mp4\) carries label 0"):
         merge_views(a)
 
 

@@ -98,7 +98,8 @@ def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, resto
     assert f"excluded unreadable video 3: {broken}" in printed
     assert "single-view (clip-level) accuracy" in printed
     summary = json.loads((out / "summary.json").read_text())
-    assert (summary["num_videos_listed"], summary["num_videos_evaluated"], summary["num_videos_unreadable"]) == (8, 7, 1)
+    counts = [summary[f"num_videos_{k}"] for k in ("listed", "evaluated", "unreadable")]
+    assert counts == [8, 7, 1]
     assert summary["num_views_evaluated"] == 21 and summary["views_per_video"] == [1, 3]
     assert summary["unreadable_videos"][0]["path"] == broken
     assert summary["checkpoint"] == str(tmp / "tiny.safetensors")

@@ -362,7 +362,10 @@ def compute_metrics(merged: MergedViews, topk: Sequence[int] = (1, 5)) -> Dict[s
 
 def format_report(merged: MergedViews, metrics: Dict[str, Any]) -> str:
     T, S = metrics["views_per_video"]
-    acc = lambda d: "  ".join(f"{k.replace('top', 'top-')} {v:.2f}%" for k, v in d.items())  # noqa: E731
+
+    def acc(d: Dict[str, float]) -> str:
+        return "  ".join(f"{k.replace('top', 'top-')} {v:.2f}%" for k, v in d.items())
+
     lines = [
         f"videos: {metrics['num_videos_evaluated']} evaluated of {metrics['num_videos_listed']} listed, "
         f"{metrics['num_videos_unreadable']} unreadable (excluded from every accuracy)",
@@ -540,8 +543,8 @@ def _report(merged: MergedViews, topk: Sequence[int], out_dir: str) -> Dict[str,
     metrics = compute_metrics(merged, topk)
     paths = write_report(merged, metrics, out_dir)
     print(format_report(merged, metrics), flush=True)
-    print(f"report: {os.path.abspath(paths['summary'])} (+ {', '.join(os.path.basename(p) for k, p in paths.items() if k != 'summary')})",
-          flush=True)
+    others = ", ".join(os.path.basename(p) for k, p in paths.items() if k != "summary")
+    print(f"report: {os.path.abspath(paths['summary'])} (+ {others})", flush=True)
     return metrics
 
 
@@ -571,10 +574,12 @@ def run_test(cfg, checkpoint: str) -> Optional[Dict[str, Any]]:
                             num_temporal_views=dataset.num_temporal_views,
                             num_spatial_views=dataset.num_spatial_crops, num_classes=cfg.model.num_classes)
     if info.is_main:
+        precision = str(dtype or torch.float32).replace("torch.", "")
+        if dtype is None and cfg.deepspeed.precision != "fp32":
+            precision += f" (deepspeed.precision={cfg.deepspeed.precision} applies on GPUs only)"
         print(f"multi-view test: {len(dataset.samples)} videos ({len(dataset.excluded)} unreadable) x "
               f"{manifest.num_temporal_views} temporal x {manifest.num_spatial_views} spatial views on "
-              f"{info.world_size} rank(s), {info.device}, {str(dtype or torch.float32).replace('torch.', '')}",
-              flush=True)
+              f"{info.world_size} rank(s), {info.device}, {precision}", flush=True)
         remove_shards(shard_dir)
     run_id = distributed.broadcast_object(uuid.uuid4().hex)
     distributed.barrier()  # old shards are gone before any rank writes
@@ -629,7 +634,8 @@ def run_test_cli(argv: Optional[List[str]] = None) -> int:
 
     parser = add_config_args(argparse.ArgumentParser(description="Multi-view test of a finetuned VideoConvViT"))
     parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="DeepSpeed checkpoint folder (tag folder, or run dir with 'latest') or exported .safetensors")
+                        help="DeepSpeed checkpoint folder (tag folder, or run dir with 'latest') "
+                             "or exported .safetensors")
     parser.add_argument("--output_dir", default="", help="shorthand for --opt test.output_dir=...")
     # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
