@@ -79,6 +79,9 @@ def test_bad_grid_and_bias_are_named():
     with pytest.raises(ValueError, match="int32"):
         sparse.depthwise_conv_visible(torch.randn(2, 3), torch.zeros(1, 2, 2, dtype=torch.long),
                                       torch.randn(3, 1, 3, 3))
+    with pytest.raises(ValueError, match="marks 4 visible positions but there are 2 rows"):
+        sparse.depthwise_conv_visible(torch.randn(2, 3), torch.arange(4, dtype=torch.int32).view(1, 2, 2),
+                                      torch.randn(3, 1, 3, 3))
     with pytest.raises(ValueError, match=r"\(N, C\)"):
         sparse.depthwise_conv_visible(torch.randn(2, 4), torch.zeros(1, 2, 2, dtype=torch.int32),
                                       torch.randn(3, 1, 3, 3))

@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import math
 import os
+import warnings
 from typing import NamedTuple, Optional, Sequence
 
 import torch
@@ -39,7 +40,11 @@ def _load_kernels():
 
 if _HAS_TRITON and torch.cuda.is_available():
     # Load now rather than on first call, so that torch.compile never traces the import.
-    _load_kernels()
+    try:
+        _load_kernels()
+    except ImportError as err:  # a broken triton install: fall back to torch, and say so once
+        warnings.warn(f"triton is installed but does not import ({err}); depthwise convs use torch")
+        _HAS_TRITON = False
 
 
 def _resolve_backend(backend: Optional[str], x: torch.Tensor, kernel: Sequence[int]) -> str:
@@ -121,6 +126,8 @@ def visible_positions(index_map: torch.Tensor, num_rows: Optional[int] = None) -
     rows = flat[where].long()
     if num_rows is None:
         num_rows = where.numel()
+    elif num_rows != where.numel():
+        raise ValueError(f"index_map marks {where.numel()} visible positions but there are {num_rows} rows")
     return torch.zeros(num_rows, dtype=torch.int32, device=flat.device).index_copy_(
         0, rows, where.to(torch.int32))
 
