@@ -56,7 +56,7 @@ CLIP="--frames 16 --img-size 224 --batch 32 --precision bf16"
 step pretrain $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
     --sparse on --kernel triton --json "$OUT/pretrain.json"
 step pretrain_ablation $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 --steps 5 \
-    --sparse on off --kernel torch --json "$OUT/pretrain_ablation.json"
+    --sparse on off --kernel triton torch --json "$OUT/pretrain_ablation.json"
 step pretrain_compile $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
     --sparse on --kernel triton --compile on --json "$OUT/pretrain_compile.json"
 step finetune $BENCH train --model videoconvvit_base_patch16 $CLIP --kernel triton torch \
