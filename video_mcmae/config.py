@@ -101,7 +101,7 @@ class OptimConfig:
     eps: float = 1e-8
     clip_grad: Optional[float] = None
     layer_decay: float = 1.0  # layer-wise lr decay; 1.0 disables
-    steps_per_epoch: Optional[int] = None  # cap iterations per epoch (demos, smoke tests)
+    steps_per_epoch: Optional[int] = None  # cap optimizer steps per epoch (x accum_steps iterations; demos, smoke tests)
 
 
 @dataclass

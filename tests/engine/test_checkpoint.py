@@ -44,8 +44,15 @@ def test_user_errors_name_the_fix(tmp_path):
         ckpt.resolve_checkpoint(str(tmp_path / "nope"))
     ckpt.ensure_fresh_output(str(tmp_path))  # empty: fine
     _fake_ckpt(tmp_path, "epoch-0003")
-    with pytest.raises(ckpt.CheckpointError, match="already holds checkpoints \\(epoch-0003\\).*--auto_resume"):
+    with pytest.raises(ckpt.CheckpointError, match="already holds checkpoints \\(epoch-0003\\); continue that run with --resume .*epoch-0003"):
         ckpt.ensure_fresh_output(str(tmp_path))
+    ckpt.write_latest(str(tmp_path), "epoch-0003")
+    with pytest.raises(ckpt.CheckpointError, match="continue that run with --auto_resume"):
+        ckpt.ensure_fresh_output(str(tmp_path))
+    _fake_ckpt(tmp_path, "epoch-0001")
+    with pytest.raises(ckpt.CheckpointError, match="newer than the resumed one \\(epoch 1\\): epoch-0003"):
+        ckpt.ensure_no_newer_checkpoints(str(tmp_path), str(tmp_path / "epoch-0001"))
+    ckpt.ensure_no_newer_checkpoints(str(tmp_path), str(tmp_path / "epoch-0003"))
     with pytest.raises(ckpt.CheckpointError, match="exported weights need"):
         ckpt.load_exported(str(tmp_path / "missing.safetensors"))
 

@@ -133,9 +133,34 @@ def ensure_fresh_output(out_dir: str) -> None:
     """A new (not resumed) run must not write over an earlier run's checkpoints."""
     found = [t for t in epoch_tags(out_dir) + ["best"] if os.path.isdir(os.path.join(out_dir, t))]
     if found or os.path.exists(os.path.join(out_dir, LATEST)):
+        how = ("continue that run with --auto_resume" if read_latest(out_dir)
+               else f"continue that run with --resume {os.path.join(out_dir, found[-1])}" if found
+               else "remove its stale 'latest' file")
         raise CheckpointError(
             f"run.output_dir {out_dir!r} already holds checkpoints ({', '.join(found) or LATEST}); "
-            f"continue that run with --auto_resume (or --resume PATH), or pick another --opt run.output_dir=..."
+            f"{how}, or pick another --opt run.output_dir=..."
+        )
+
+
+def checkpoint_epoch(path: str) -> int:
+    """Completed epochs of a checkpoint, from its tag name or else its client state."""
+    load_dir, tag = resolve_checkpoint(path)
+    match = _EPOCH_TAG.match(tag)
+    if match:
+        return int(match.group(1))
+    states = torch.load(os.path.join(load_dir, tag, MODEL_STATES), map_location="cpu", weights_only=True, mmap=True)
+    return int(states.get("epoch", 0))
+
+
+def ensure_no_newer_checkpoints(out_dir: str, resume_path: str) -> None:
+    """Resuming an older checkpoint into a dir with newer epoch checkpoints would overwrite them."""
+    epoch = checkpoint_epoch(resume_path)
+    newer = [t for t in epoch_tags(out_dir) if int(_EPOCH_TAG.match(t).group(1)) > epoch]
+    if newer:
+        raise CheckpointError(
+            f"run.output_dir {out_dir!r} holds checkpoints newer than the resumed one (epoch {epoch}): "
+            f"{', '.join(newer)}; they would be overwritten. Resume into another --output_dir, or resume "
+            f"the newest with --auto_resume"
         )
 
 

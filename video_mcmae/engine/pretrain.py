@@ -78,7 +78,7 @@ def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_onl
     if path is None and auto_resume and not eval_only:
         path = ckpt.find_auto_resume(out)
     if path is not None:
-        ckpt.resolve_checkpoint(path)  # fail now, before any work, on a bad path
+        ckpt.ensure_no_newer_checkpoints(out, path)  # also fails now, before any work, on a bad path
     elif not eval_only:
         ckpt.ensure_fresh_output(out)
     distributed.barrier()  # every rank has looked at the output dir before rank 0 writes to it
@@ -185,7 +185,7 @@ def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, s
             norm = norm if own_norm else engine.get_global_grad_norm()
             metrics["grad_norm"] = None if norm is None else float(norm)
             if engine.fp16_enabled():
-                metrics["loss_scale"] = float(engine.optimizer.cur_scale)
+                metrics["loss_scale"] = float(engine.optimizer.loss_scale)
         metrics["data_time"] = data_time
         metrics["iter_time"] = time.time() - end
         logger.log_iter(run.epoch + 1, it, iters, run.global_step, remaining_after + iters - it - 1, metrics)
