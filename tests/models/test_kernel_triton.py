@@ -25,6 +25,12 @@ DEVICE = "cpu" if INTERPRETED else "cuda"
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 
 
+@pytest.fixture(autouse=True)
+def _exact_cudnn(monkeypatch):
+    """cuDNN's fp32 convs may use TF32 on a GPU, which would make the reference the inexact side."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+
+
 def _conv_reference(x, w, b):
     """Channels-last (B, *S, C) 'same' depthwise conv with torch's own conv in fp32."""
     conv = F.conv3d if x.dim() == 5 else F.conv2d

@@ -148,8 +148,8 @@ def _check_device(x: torch.Tensor):
     if x.device.type != "cuda" and not triton.knobs.runtime.interpret:
         raise RuntimeError(
             f"the Triton depthwise-conv kernel got a {x.device.type} tensor; it runs on CUDA, or "
-            "on the CPU only under Triton's interpreter (set TRITON_INTERPRET=1 before the "
-            "kernels are first used)")
+            "on the CPU only under Triton's interpreter (TRITON_INTERPRET=1 in the environment "
+            "before triton is first imported)")
 
 
 @torch.library.custom_op("video_mcmae::dwconv_rows", mutates_args=())
