@@ -68,7 +68,7 @@ def dist_info():
         os.environ.pop(k, None)
     info = distributed.init("cpu")
     yield info
-    distributed.destroy()
+    # The one-rank group stays up: DeepSpeed caches its groups for the life of the process.
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)
@@ -164,7 +164,7 @@ def test_nan_loss_stops_before_the_step(tmp_path, dist_info):
     def nan_step(engine, batch, generator):
         return _ce_step(engine, batch, generator) * float("nan")
 
-    with pytest.raises(NonFiniteLossError, match="loss is nan .* epoch 0, iteration 0, global step 0.*no checkpoint"):
+    with pytest.raises(NonFiniteLossError, match="loss is nan .* epoch 1, iteration 1, global step 0.*no checkpoint"):
         train_one_epoch(run, engine, optimizer, _batches(2), sched, 2, nan_step, torch.Generator())
     for n, p in engine.module.named_parameters():
         assert torch.equal(p, weights[n]), n

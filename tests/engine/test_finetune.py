@@ -7,7 +7,6 @@ import torch
 
 from video_mcmae.config import ConfigError, load_config
 from video_mcmae.engine import checkpoint as ckpt
-from video_mcmae.engine import distributed
 from video_mcmae.engine.finetune import ShardSampler, run_finetune
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
@@ -19,7 +18,7 @@ def one_rank():
     for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
         os.environ.pop(k, None)
     yield
-    distributed.destroy()
+    # The one-rank group stays up: DeepSpeed caches its groups for the life of the process.
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -171,8 +171,8 @@ def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, s
         loss = step_fn(engine, batch, generator)
         if not distributed.all_finite(loss.detach()):
             raise NonFiniteLossError(
-                f"loss is {loss.item()} (non-finite on at least one rank) at epoch {run.epoch}, iteration "
-                f"{it}, global step {run.global_step}; stopped before the optimizer step, no checkpoint "
+                f"loss is {loss.item()} (non-finite on at least one rank) at epoch {run.epoch + 1}, iteration "
+                f"{it + 1}, global step {run.global_step}; stopped before the optimizer step, no checkpoint "
                 f"written. Resume from the last checkpoint with a lower lr, bf16 instead of fp16, or check the data"
             )
         engine.backward(loss)
