@@ -67,3 +67,10 @@ def test_linear_probe_trains_only_the_head(tmp_path, synthetic_root, one_rank):
 def test_eval_needs_weights(tmp_path, synthetic_root):
     with pytest.raises(ConfigError, match="--eval needs weights"):
         run_finetune(_cfg(synthetic_root, tmp_path), eval_only=True)
+
+
+def test_odd_batch_with_mixup_is_refused_before_any_work(tmp_path, synthetic_root):
+    cfg = _cfg(synthetic_root, tmp_path, "optim.batch_size=3", "aug.mixup=0.8")
+    with pytest.raises(ConfigError, match="need an even batch"):
+        run_finetune(cfg)
+    assert not (tmp_path / "config.yaml").exists()

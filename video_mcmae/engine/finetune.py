@@ -109,6 +109,9 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
         raise ConfigError(f"model.name={cfg.model.name!r} is a pretraining model; finetuning needs a classifier preset")
     if eval_only and not (finetune or resume):
         raise ConfigError("--eval needs weights: pass --resume CHECKPOINT or --finetune WEIGHTS")
+    mixup = build_mixup(cfg.aug, cfg.model.num_classes)
+    if mixup is not None and (cfg.optim.batch_size * cfg.data.num_sample) % 2:
+        raise ConfigError("aug.mixup/cutmix need an even batch: make optim.batch_size x data.num_sample even")
     run = start_run(cfg, "" if eval_only else resume, auto_resume, eval_only=eval_only)
     try:
         model = ckpt.build_model(cfg.model, linprobe=linprobe)
@@ -127,9 +130,6 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
             return metrics
         resume_engine(run, engine)
         best = float(run.client.get("best_acc1", float("-inf")))
-        mixup = build_mixup(cfg.aug, cfg.model.num_classes)
-        if mixup is not None and (cfg.optim.batch_size * cfg.data.num_sample) % 2:
-            raise ConfigError("aug.mixup/cutmix need an even batch: make optim.batch_size x data.num_sample even")
         criterion = _criterion(cfg, mixup)
         _, loader, steps = train_loader(run, "train")
         last: Dict[str, float] = {}
