@@ -232,7 +232,12 @@ def check_same_model(client: Dict[str, Any], cfg_model: ModelConfig, path: str) 
 
 
 def _read_model_states(ckpt_dir: str) -> Dict[str, Any]:
-    return torch.load(os.path.join(ckpt_dir, MODEL_STATES), map_location="cpu", weights_only=True)
+    path = os.path.join(ckpt_dir, MODEL_STATES)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated copies, foreign pickles: say which file and why
+        raise CheckpointError(f"cannot read {path!r} as a DeepSpeed model-states file ({e}); "
+                              "is the checkpoint complete?") from None
 
 
 def _stage0_masters(states: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:

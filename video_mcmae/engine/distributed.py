@@ -80,11 +80,12 @@ def init(device: str = "auto", timeout_minutes: int = 30) -> DistInfo:
 
 
 def get_rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
+    # Before init (e.g. a config error) the launcher's RANK still tells who should speak.
+    return dist.get_rank() if dist.is_initialized() else int(os.environ.get("RANK", "0"))
 
 
 def get_world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
+    return dist.get_world_size() if dist.is_initialized() else int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def get_local_rank() -> int:
