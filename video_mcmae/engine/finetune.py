@@ -110,10 +110,13 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
     if eval_only and not (finetune or resume):
         raise ConfigError("--eval needs weights: pass --resume CHECKPOINT or --finetune WEIGHTS")
     mixup = build_mixup(cfg.aug, cfg.model.num_classes)
-    if mixup is not None and (cfg.optim.batch_size * cfg.data.num_sample) % 2:
+    if not eval_only and mixup is not None and (cfg.optim.batch_size * cfg.data.num_sample) % 2:
         raise ConfigError("aug.mixup/cutmix need an even batch: make optim.batch_size x data.num_sample even")
     run = start_run(cfg, "" if eval_only else resume, auto_resume, eval_only=eval_only)
     try:
+        val = val_loader(cfg, run.info.rank, run.info.world_size)  # data errors surface before the engine starts
+        if not eval_only:
+            _, loader, steps = train_loader(run, "train")
         model = ckpt.build_model(cfg.model, linprobe=linprobe)
         if finetune and run.resume_path is None:
             load_initial_weights(model, finetune, run.logger)
@@ -121,7 +124,6 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
             for name, p in model.named_parameters():
                 p.requires_grad = name.startswith("head.")
         engine, optimizer, names = make_engine(run, model)
-        val = val_loader(cfg, run.info.rank, run.info.world_size)
         if eval_only:
             if resume:
                 ckpt.load_checkpoint(engine, resume, module_only=True)
@@ -131,7 +133,6 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
         resume_engine(run, engine)
         best = float(run.client.get("best_acc1", float("-inf")))
         criterion = _criterion(cfg, mixup)
-        _, loader, steps = train_loader(run, "train")
         last: Dict[str, float] = {}
 
         def step(engine, batch, generator):

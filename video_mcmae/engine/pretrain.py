@@ -250,10 +250,9 @@ def run_pretrain(cfg: Config, resume: str = "", auto_resume: bool = False) -> Ru
         raise ConfigError(f"model.name={cfg.model.name!r} is a classifier; pretraining needs a *convmae* preset")
     run = start_run(cfg, resume, auto_resume)
     try:
-        model = ckpt.build_model(cfg.model)
-        engine, optimizer, names = make_engine(run, model)
+        _, loader, steps = train_loader(run, "pretrain")  # data errors surface before the engine starts
+        engine, optimizer, names = make_engine(run, ckpt.build_model(cfg.model))
         resume_engine(run, engine)
-        _, loader, steps = train_loader(run, "pretrain")
         fit(run, engine, optimizer, names, loader, steps, pretrain_step)
         run.logger.info(f"done: {run.epoch} epochs, global step {run.global_step}")
     finally:
@@ -269,11 +268,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def run_cli(body: Callable[[], Any]) -> int:
     """Run `body`; user-caused errors print one line (on rank 0) and exit 2, a NaN loss exits 3."""
+    from video_mcmae.data.datasets import TooManyBadFilesError
     from video_mcmae.data.lists import DataListError
 
     try:
         body()
-    except (ConfigError, ckpt.CheckpointError, DataListError, FileNotFoundError) as e:
+    except (ConfigError, ckpt.CheckpointError, DataListError, TooManyBadFilesError, FileNotFoundError) as e:
         if distributed.is_main():
             print(f"error: {e}", flush=True)
         return 2
