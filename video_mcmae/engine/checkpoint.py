@@ -14,6 +14,7 @@ import json
 import os
 import re
 import shutil
+import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -121,7 +122,8 @@ def read_latest(out_dir: str) -> Optional[str]:
 
 
 def write_latest(out_dir: str, tag: str) -> None:
-    tmp = os.path.join(out_dir, f".{LATEST}.tmp")
+    # One temporary name per writer: with a shared file system every node's first rank writes.
+    tmp = os.path.join(out_dir, f".{LATEST}.{socket.gethostname()}.{os.getpid()}.tmp")
     with open(tmp, "w", encoding="utf-8") as f:
         f.write(tag)
         f.flush()
