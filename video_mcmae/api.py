@@ -1,0 +1,252 @@
+"""A small Python API: load a trained model, extract features, predict classes of a video.
+
+    from video_mcmae import api
+
+    model = api.load("output/demo/weights/finetuned.safetensors", class_names="classes.txt")
+    model.predict("video.webm", k=3)      # [Prediction(label=1, name='moving_right', prob=0.97), ...]
+    feats = model.features("video.webm")  # {'pooled': (C3,), 'stage1'/'stage2'/'stage3': (C, T, H, W)}
+
+Weights are any of: exported weights (`tools/export_weights.py`: `.safetensors` + `.json`), a
+DeepSpeed checkpoint (a tag folder such as `out/epoch-0005`, or a run's output dir), or a plain
+state dict (`.pth` / `.safetensors`) together with `preset=`. A video is read with the dataset
+kind's validation sampling (`data.sampling`: segment centres for SSv2, the centre dense clip for
+Kinetics) and the validation transform (short side resize, centre crop, normalisation), exactly
+as the validation loader sees it. Still images are repeated over the clip's frames.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from video_mcmae.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from video_mcmae.data.lists import read_class_names
+from video_mcmae.data.readers import open_video
+from video_mcmae.data.sampling import sample_indices
+from video_mcmae.data.transforms import EvalTransform
+from video_mcmae.engine import checkpoint as ckpt
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+SAMPLING = {"k400": "dense", "ssv2": "segment"}
+
+
+class ApiError(ValueError):
+    """Something the caller asked for that cannot work; the message says what to change."""
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: int
+    name: Optional[str]
+    prob: float
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """How a video becomes the model's input (the validation path of `video_mcmae.data`)."""
+
+    dataset: str = "k400"  # 'k400' (dense sampling) or 'ssv2' (segment sampling)
+    sampling_rate: int = 4  # dense sampling stride
+    short_side_size: Optional[int] = None  # resize target before the centre crop; None = the crop size
+    mean: Sequence[float] = tuple(IMAGENET_MEAN)
+    std: Sequence[float] = tuple(IMAGENET_STD)
+    reader: str = "pyav"
+
+
+def read_frames(path: str, num_frames: int, settings: DataSettings) -> np.ndarray:
+    """uint8 (T, H, W, 3) frames of a video (validation sampling) or an image repeated T times."""
+    if not os.path.isfile(path):
+        raise ApiError(f"input not found: {path!r}; give a video or image file")
+    if path.lower().endswith(IMAGE_EXTENSIONS):
+        from PIL import Image
+
+        with Image.open(path) as im:
+            frame = np.asarray(im.convert("RGB"))
+        return np.repeat(frame[None], num_frames, axis=0)
+    if settings.dataset not in SAMPLING:
+        raise ApiError(f"dataset={settings.dataset!r} has no video sampling; use one of {', '.join(SAMPLING)}")
+    with open_video(path, settings.reader, fallback=settings.reader == "decord") as reader:
+        idx = sample_indices(SAMPLING[settings.dataset], "val", reader.num_frames, num_frames,
+                             settings.sampling_rate)[0]
+        return reader.get_frames(idx)
+
+
+def input_geometry(model: nn.Module):
+    """(num_frames or None for 2D models, square side) the model was built for."""
+    size = tuple(model.input_size)
+    if size[-1] != size[-2]:
+        raise ApiError(f"model input {size} is not square; the validation crop is square")
+    return (size[0] if len(size) == 3 else None), size[-1]
+
+
+def prepare_clip(frames: np.ndarray, model: nn.Module, settings: DataSettings) -> torch.Tensor:
+    """(1, 3, T, H, W) for video models or (1, 3, H, W) for image models: the validation
+    transform (short side resize, centre crop, normalisation)."""
+    num_frames, side = input_geometry(model)
+    short = settings.short_side_size or side
+    clip = EvalTransform(side, short, settings.mean, settings.std, num_crops=1)(frames)
+    if num_frames is None:
+        return clip[:, clip.shape[1] // 2][None]
+    return clip[None]
+
+
+def _device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass
+class LoadedModel:
+    """A model in eval mode with everything needed to feed it a video file."""
+
+    model: nn.Module
+    settings: DataSettings
+    preset: str
+    class_names: Optional[List[str]] = None
+    trained_head: bool = True  # False when the head was not in the weights (features only)
+    meta: Dict = field(default_factory=dict)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def clip(self, path: str) -> torch.Tensor:
+        """The normalised input batch of one file, on the model's device."""
+        num_frames, _ = input_geometry(self.model)
+        frames = read_frames(path, num_frames or 1, self.settings)
+        return prepare_clip(frames, self.model, self.settings).to(self.device)
+
+    def _classifier(self) -> nn.Module:
+        if not hasattr(self.model, "forward_features"):
+            raise ApiError(f"{self.preset} is a pretraining model; load it with preset=<a classifier such as "
+                           f"{self.preset.replace('convmae', 'convvit')}> to get features, or finetune it to predict")
+        return self.model
+
+    @torch.no_grad()
+    def features(self, path: str) -> Dict[str, torch.Tensor]:
+        """{'pooled': (C3,), 'stage1': (C1, *grid1), 'stage2': ..., 'stage3': ...} of one file (CPU)."""
+        out = self._classifier().forward_features(self.clip(path))
+        return {k: v[0].float().cpu() for k, v in out.items()}
+
+    @torch.no_grad()
+    def probabilities(self, path: str) -> torch.Tensor:
+        """Softmax over the classes, (num_classes,) on the CPU."""
+        model = self._classifier()
+        if not self.trained_head:
+            raise ApiError("these weights hold no trained classifier head (pretraining weights); "
+                           "finetune them first (tools/run_finetune.py) or use features()")
+        return model(self.clip(path))[0].float().softmax(-1).cpu()
+
+    def predict(self, path: str, k: int = 5) -> List[Prediction]:
+        """The k most likely classes of one file, most likely first."""
+        probs = self.probabilities(path)
+        top = probs.topk(min(k, probs.numel()))
+        names = self.class_names
+        return [Prediction(int(i), names[int(i)] if names else None, float(p))
+                for p, i in zip(top.values, top.indices)]
+
+
+def _data_settings(config: Optional[Dict], overrides: Dict) -> DataSettings:
+    data = dict((config or {}).get("data") or {})
+    known = {k: data[k] for k in ("dataset", "sampling_rate", "short_side_size", "mean", "std") if k in data}
+    if data.get("dataset") == "image":
+        known.pop("dataset")
+    known.update({k: v for k, v in overrides.items() if v is not None})
+    if known.get("dataset", "k400") not in SAMPLING:
+        raise ApiError(f"dataset={known['dataset']!r}: choose 'k400' (dense sampling) or 'ssv2' (segment sampling)")
+    return DataSettings(**known)
+
+
+def _read_weights(weights: str):
+    """(state dict, meta with the run config if known, preset name if known)."""
+    from video_mcmae.models.pretrained import read_state_dict
+
+    if os.path.isdir(weights):
+        state, meta = ckpt.consolidated_state_dict(weights)
+        config = meta.get("config") or {}
+        return state, {"config": config}, config.get("model", {}).get("name")
+    stem = weights[: -len(".safetensors")] if weights.endswith(".safetensors") else None
+    if stem and os.path.isfile(stem + ".json"):
+        import json
+
+        with open(stem + ".json", "r", encoding="utf-8") as f:
+            info = json.load(f)
+        if info.get("format") == ckpt.EXPORT_FORMAT:
+            config = {"model": info["model"], **({"data": info["data"]} if "data" in info else {})}
+            return read_state_dict(weights), {"config": config, "export": info}, info["preset"]
+    if not os.path.exists(weights):
+        raise ApiError(f"weights not found: {weights!r}; give exported weights (.safetensors with its .json), "
+                       "a checkpoint folder, or a state dict file with preset=")
+    return read_state_dict(weights), {}, None
+
+
+def _load_exactly(model: nn.Module, state: Dict[str, torch.Tensor], weights: str, preset: str) -> None:
+    """All of the model's weights from `state` (fixed sin-cos tables are the model's own)."""
+    fixed = {k for k, p in model.named_parameters() if not p.requires_grad}
+    hint = "pass the preset and geometry (num_frames, img_size, num_classes) it was trained with"
+    try:
+        missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in fixed}, strict=False)
+    except RuntimeError as e:
+        shapes = "; ".join(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
+        raise ApiError(f"{weights!r} does not fit {preset}: {shapes or e}; {hint}") from None
+    missing = [k for k in missing if k not in fixed]
+    if missing or unexpected:
+        raise ApiError(f"{weights!r} does not fit {preset} (missing {missing[:4]}, unexpected {unexpected[:4]}); {hint}")
+
+
+def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_names: Union[str, Sequence[str], None] = None,
+         dataset: Optional[str] = None, sampling_rate: Optional[int] = None, short_side_size: Optional[int] = None,
+         device: str = "cpu", reader: str = "pyav", **model_kwargs) -> LoadedModel:
+    """Load weights into a model ready for `features` / `predict`.
+
+    weights: exported `.safetensors` (with its `.json`), a DeepSpeed checkpoint folder or run dir,
+        or a plain state dict file (then `preset` is required). None gives a randomly initialised `preset`.
+    preset: the registry name; by default the one the weights were trained as. Naming a
+        classifier for pretraining weights loads the encoder into it (features only).
+    class_names: a file with one name per line, or the names.
+    dataset / sampling_rate / short_side_size: how videos are sampled; taken from the run config
+        in checkpoints (exports carry only the model section), else 'k400' with rate 4.
+    model_kwargs: geometry for state-dict files without a config (num_frames, img_size, num_classes, ...).
+    """
+    from video_mcmae.models import PRESETS, load_pretrained
+
+    state, meta, saved_preset = _read_weights(weights) if weights is not None else ({}, {}, None)
+    preset = preset or saved_preset
+    if preset is None:
+        raise ApiError(f"{weights!r} does not say which model it holds; pass preset=, e.g. "
+                       "preset='videoconvvit_tiny_patch16', num_frames=..., img_size=..., num_classes=...")
+    if preset not in PRESETS:
+        raise ApiError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    config = meta.get("config") or {}
+    fields = dict(config.get("model") or {})
+    fields["name"] = preset
+    model_fields = {f for f in ModelConfig.__dataclass_fields__}
+    extra = {k: v for k, v in model_kwargs.items() if k not in model_fields}
+    fields.update({k: v for k, v in model_kwargs.items() if k in model_fields})
+    fields["kwargs"] = {**fields.get("kwargs", {}), **extra}
+    if "num_classes" not in model_kwargs and not config and "head.weight" in state:
+        fields["num_classes"] = state["head.weight"].shape[0]  # a bare state dict: its head says it
+    fields.update(drop_path_rate=0.0, drop_rate=0.0)  # inference only
+    model = ckpt.build_model(ModelConfig(**fields))
+    trained_head = True
+    if state:
+        if preset == saved_preset or saved_preset is None:
+            _load_exactly(model, state, weights, preset)
+        else:
+            report = load_pretrained(model, state)
+            trained_head = not any(k.startswith("head.") for k in report.missing_keys)
+    model.to(_device(device)).eval()
+    settings = _data_settings(config, dict(dataset=dataset, sampling_rate=sampling_rate,
+                                           short_side_size=short_side_size, reader=reader))
+    if isinstance(class_names, str):
+        class_names = read_class_names(class_names, getattr(model, "num_classes", None))
+    elif class_names is not None:
+        class_names = list(class_names)
+        if len(class_names) != getattr(model, "num_classes", len(class_names)):
+            raise ApiError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+    return LoadedModel(model, settings, preset, class_names, trained_head, meta)
