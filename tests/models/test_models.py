@@ -6,7 +6,8 @@ import torch
 
 import video_mcmae.models as models
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
+# Copies of the official 2D ConvMAE state-dict layouts (key, shape).
+REFERENCE = Path(__file__).resolve().parent / "reference"
 
 
 def _params(name: str, **kwargs) -> int:
@@ -139,3 +140,18 @@ def test_user_errors_are_clear():
     model = timm.create_model("videoconvvit_tiny_patch16", num_frames=4, img_size=32)
     with pytest.raises(ValueError, match="num_frames/img_size"):
         model(torch.randn(1, 3, 8, 32, 32))
+
+
+def test_global_pool_choice():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 4, 32, 32)
+    avg = timm.create_model("videoconvvit_tiny_patch16", num_frames=4, img_size=32, num_classes=3)
+    mx = timm.create_model("videoconvvit_tiny_patch16", num_frames=4, img_size=32, num_classes=3, global_pool="max")
+    mx.load_state_dict(avg.state_dict())  # pooling adds no parameters
+    avg.eval(), mx.eval()
+    with torch.no_grad():
+        tokens = avg.forward_features(x)["stage3"].flatten(2).transpose(1, 2)
+        assert torch.allclose(avg.forward_features(x)["pooled"], avg.fc_norm(tokens.mean(1)), atol=1e-6)
+        assert torch.allclose(mx.forward_features(x)["pooled"], mx.fc_norm(tokens.amax(1)), atol=1e-6)
+    with pytest.raises(ValueError, match="global_pool"):
+        timm.create_model("videoconvvit_tiny_patch16", global_pool="token")

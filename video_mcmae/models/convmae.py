@@ -263,9 +263,12 @@ class ConvViTBase(ConvViTEncoder):
                  embed_dims: tuple = (256, 384, 768), depths: tuple = (2, 2, 11), num_heads: int = 12,
                  mlp_ratio: float = 4.0, conv_kernel_size: tuple = (5, 5), learnable_pos: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 head_drop_rate: float = 0.0, head_init_scale: float = 0.001):
+                 head_drop_rate: float = 0.0, head_init_scale: float = 0.001, global_pool: str = "avg"):
         super().__init__(input_size, strides, in_chans, embed_dims, depths, num_heads, mlp_ratio,
                          conv_kernel_size, learnable_pos, drop_rate, attn_drop_rate, drop_path_rate)
+        if global_pool not in ("avg", "max"):
+            raise ValueError(f"global_pool must be 'avg' (official) or 'max', got {global_pool!r}")
+        self.global_pool = global_pool
         self.num_classes = num_classes
         self.head_init_scale = head_init_scale
         self.grad_checkpointing = False
@@ -326,7 +329,9 @@ class ConvViTBase(ConvViTEncoder):
         for blk in self.blocks3:
             x = checkpoint(blk, x, use_reentrant=False) if self.grad_checkpointing and self.training else blk(x)
         stage3 = x.reshape(x.shape[0], *self.grid_size, x.shape[-1])
-        return dict(pooled=self.fc_norm(x.mean(dim=1)), stage1=channels_first(stage1),
+        # 'max' lets a small object decide the clip (procedural demo); 'avg' is the official head
+        pooled = x.mean(dim=1) if self.global_pool == "avg" else x.amax(dim=1)
+        return dict(pooled=self.fc_norm(pooled), stage1=channels_first(stage1),
                     stage2=channels_first(stage2), stage3=channels_first(stage3))
 
     def forward_head(self, pooled: torch.Tensor) -> torch.Tensor:
