@@ -1,0 +1,258 @@
+"""The main job end to end on procedural videos, through the real tools:
+
+  1. data        tools/make_synthetic_dataset.py   labelled moving-shape videos, SSv2-style layout
+  2. pretrain    tools/run_pretrain.py             tiny VideoConvMAE, masked autoencoding (DeepSpeed)
+  3. export      tools/export_weights.py           consolidated pretrained weights (.safetensors)
+  4. finetune    tools/run_finetune.py --data ssv2 --finetune <pretrained>   (no flip: labels say left/right)
+  5. export      tools/export_weights.py           the best finetuned checkpoint (by validation top-1)
+  6. test        tools/test_multiview.py           temporal x spatial views per video, video-level top-k
+  7. visualize   tools/visualize_reconstruction.py original | masked | reconstruction | error videos
+
+    python tools/demo.py                      # or `make demo`; outputs in output/demo
+    python tools/demo.py --quick --out /tmp/d # the shortened run the tests use
+
+Training steps run under the DeepSpeed launcher: one rank per GPU when there is a GPU, else two
+ranks on the CPU. Every step's output is shown and kept in <out>/logs/<step>.log; the first
+failing step stops the demo with its name, exit status and log. The last lines summarise the run
+(pretraining loss, test accuracy against chance, where everything is); <out>/summary.json holds
+the same numbers.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from typing import Dict, List, Optional
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOOLS = os.path.join(REPO, "tools")
+if REPO not in sys.path:  # the demo runs from a checkout: its package is importable without an install
+    sys.path.insert(0, REPO)
+CONFIGS = os.path.join(REPO, "configs", "demo")
+
+# The procedural set: the first 4 classes (moving left/right/up/down, chance 25%), non-square
+# frames so the three spatial test crops differ.
+DATA = dict(num_classes=4, frames=32, height=64, width=80, val=4)
+FULL = dict(train=60, test=12, pretrain_epochs=None, finetune_epochs=None, reconstructions=2)
+QUICK = dict(train=24, test=6, pretrain_epochs=2, finetune_epochs=8, reconstructions=1)
+
+
+class StepFailed(RuntimeError):
+    pass
+
+
+def _free_port() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return str(s.getsockname()[1])
+
+
+def _gpu_count() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+class Demo:
+    def __init__(self, out: str, quick: bool, num_gpus: int):
+        self.out = os.path.abspath(out)
+        self.quick = quick
+        self.sizes = QUICK if quick else FULL
+        self.gpus = _gpu_count()
+        self.ranks = num_gpus or (1 if self.gpus else 2)
+        self.logs = os.path.join(self.out, "logs")
+        self.seconds: Dict[str, float] = {}
+        self.data = os.path.join(self.out, "data", "ssv2")
+        self.env = self._env()
+
+    def _env(self) -> Dict[str, str]:
+        # The launcher's children must import the package from this checkout, and a rendezvous
+        # left in our environment must not leak into them.
+        env = {k: v for k, v in os.environ.items()
+               if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        if not self.gpus:
+            # One intra-op thread per rank: the ranks (and loader workers) share the cores.
+            env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
+        return env
+
+    # -- running steps ---------------------------------------------------------------------------
+    def run(self, index: int, total: int, name: str, what: str, cmd: List[str]) -> None:
+        os.makedirs(self.logs, exist_ok=True)
+        log_path = os.path.join(self.logs, f"{name}.log")
+        print(f"\n=== [{index}/{total}] {name}: {what}", flush=True)
+        print("    $ " + " ".join(cmd), flush=True)
+        start = time.time()
+        with open(log_path, "w", encoding="utf-8") as log:
+            proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    text=True, bufsize=1)
+            for line in proc.stdout:
+                log.write(line)
+                print("    " + line, end="", flush=True)
+            rc = proc.wait()
+        self.seconds[name] = time.time() - start
+        if rc != 0:
+            raise StepFailed(f"step {index}/{total} '{name}' failed with exit status {rc} after "
+                             f"{self.seconds[name]:.0f} s; its output is above and in {log_path}")
+        print(f"=== [{index}/{total}] {name} done in {self.seconds[name]:.0f} s", flush=True)
+
+    def launcher(self, tool: str) -> List[str]:
+        deepspeed = os.path.join(os.path.dirname(sys.executable), "deepspeed")
+        if not os.path.isfile(deepspeed):
+            raise StepFailed(f"the DeepSpeed launcher is not at {deepspeed}; run `make demo` (it installs the "
+                             "environment) or install deepspeed into this Python")
+        return [deepspeed, "--num_gpus", str(self.ranks), "--master_port", _free_port(), os.path.join(TOOLS, tool)]
+
+    def data_opts(self) -> List[str]:
+        d = self.data
+        opts = [f"data.data_root={d}", f"data.train_list={d}/train.csv", f"data.val_list={d}/val.csv",
+                f"data.test_list={d}/test.csv", f"data.class_names={d}/classes.txt",
+                f"model.num_classes={DATA['num_classes']}"]
+        if self.gpus:
+            opts += ["deepspeed.precision=bf16"]
+        return [x for o in opts for x in ("--opt", o)]
+
+    def epochs_opt(self, key: str) -> List[str]:
+        epochs = self.sizes[key]
+        return [] if epochs is None else ["--opt", f"optim.epochs={epochs}"]
+
+    # -- the job ---------------------------------------------------------------------------------
+    def main(self) -> Dict:
+        s = self.sizes
+        device = f"{self.ranks} GPU rank(s)" if self.gpus else f"{self.ranks} CPU ranks (no GPU found)"
+        print(f"demo{' (quick)' if self.quick else ''}: outputs in {self.out}; DeepSpeed on {device}", flush=True)
+        if os.path.exists(self.out):
+            shutil.rmtree(self.out)  # runs refuse to write over old checkpoints; the demo starts clean
+        total = 7
+        py = sys.executable
+        pre, ft, test = (os.path.join(self.out, n) for n in ("pretrain", "finetune", "test"))
+        weights = os.path.join(self.out, "weights")
+        self.run(1, total, "data", "procedural videos (SSv2-style layout)", [
+            py, os.path.join(TOOLS, "make_synthetic_dataset.py"), os.path.join(self.out, "data"),
+            "--num-classes", str(DATA["num_classes"]), "--train", str(s["train"]), "--val", str(DATA["val"]),
+            "--test", str(s["test"]), "--frames", str(DATA["frames"]), "--height", str(DATA["height"]),
+            "--width", str(DATA["width"]), "--layouts", "ssv2"])
+        self.run(2, total, "pretrain", "masked-autoencoder pretraining", [
+            *self.launcher("run_pretrain.py"), "--config", os.path.join(CONFIGS, "pretrain.yaml"),
+            "--output_dir", pre, *self.data_opts(), *self.epochs_opt("pretrain_epochs")])
+        self.run(3, total, "export_pretrained", "consolidated pretrained weights", [
+            py, os.path.join(TOOLS, "export_weights.py"), pre, os.path.join(weights, "pretrained")])
+        self.run(4, total, "finetune", "finetuning on the SSv2-style split from the pretrained weights", [
+            *self.launcher("run_finetune.py"), "--config", os.path.join(CONFIGS, "finetune.yaml"), "--data", "ssv2",
+            "--finetune", os.path.join(weights, "pretrained.safetensors"), "--output_dir", ft, *self.data_opts(), *self.epochs_opt("finetune_epochs")])
+        best = os.path.join(ft, "best")
+        self.run(5, total, "export_finetuned", "the best finetuned checkpoint (validation top-1)", [
+            py, os.path.join(TOOLS, "export_weights.py"), best, os.path.join(weights, "finetuned")])
+        self.run(6, total, "test", "multi-view test of the best checkpoint", [
+            *self.launcher("test_multiview.py"), "--config", os.path.join(CONFIGS, "finetune.yaml"),
+            "--checkpoint", best, "--output_dir", test, *self.data_opts(), "--opt", "data.dataset=ssv2"])
+        recon = os.path.join(self.out, "reconstructions")
+        videos = self.test_videos(s["reconstructions"])
+        for i, video in enumerate(videos):
+            self.run(7, total, f"visualize_{i}" if len(videos) > 1 else "visualize",
+                     f"reconstruction of {os.path.basename(video)}", [
+                         py, os.path.join(TOOLS, "visualize_reconstruction.py"), video,
+                         "--weights", os.path.join(weights, "pretrained.safetensors"), "--dataset", "ssv2",
+                         "--out", recon])
+        return self.summary(pre, test, weights, recon)
+
+    def test_videos(self, count: int) -> List[str]:
+        """The first test video of the first `count` classes."""
+        from video_mcmae.data.lists import read_list
+
+        seen, out = set(), []
+        for sample in read_list(os.path.join(self.data, "test.csv"), data_root=self.data):
+            if sample.label not in seen and len(out) < count:
+                seen.add(sample.label)
+                out.append(sample.path)
+        return out
+
+    def summary(self, pre: str, test: str, weights: str, recon: str) -> Dict:
+        with open(os.path.join(pre, "log.jsonl"), encoding="utf-8") as f:
+            epochs = [r for r in map(json.loads, f) if r.get("type") == "epoch"]
+        with open(os.path.join(test, "summary.json"), encoding="utf-8") as f:
+            report = json.load(f)
+        video = report["video"]
+        top5_key = max(video, key=lambda k: int(k[3:]))
+        num_classes = DATA["num_classes"]
+        result = {
+            "quick": self.quick,
+            "num_classes": num_classes,
+            "chance_top1": 100.0 / num_classes,
+            "pretrain_loss_first_epoch": epochs[0]["loss"],
+            "pretrain_loss_last_epoch": epochs[-1]["loss"],
+            "pretrain_epochs": len(epochs),
+            "test_top1": video["top1"],
+            "test_top5": video[top5_key],
+            "top5_means": top5_key,
+            "test_single_view_top1": report["single_view"]["top1"],
+            "views_per_video": report["views_per_video"],
+            "test_videos": report["num_videos_evaluated"],
+            "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
+            "outputs": {
+                "data": self.data,
+                "pretrain_run": pre,
+                "finetune_run": os.path.join(self.out, "finetune"),
+                "test_report": test,
+                "weights": weights,
+                "reconstructions": recon,
+                "logs": self.logs,
+            },
+        }
+        with open(os.path.join(self.out, "summary.json"), "w", encoding="utf-8") as f:
+            json.dump(result, f, indent=2)
+        return result
+
+
+def print_summary(r: Dict, out: str) -> None:
+    o = r["outputs"]
+    total = sum(r["seconds"].values())
+    k5 = r["top5_means"].replace("top", "top-")
+    lines = [
+        "",
+        f"=== demo finished in {total / 60:.1f} min",
+        f"pretraining loss (masked cubes, normalised): {r['pretrain_loss_first_epoch']:.4f} (epoch 1) -> "
+        f"{r['pretrain_loss_last_epoch']:.4f} (epoch {r['pretrain_epochs']})",
+        f"test, video level ({r['views_per_video'][0]}x{r['views_per_video'][1]} views averaged, {r['test_videos']} videos): "
+        f"top-1 {r['test_top1']:.1f}%  {k5} {r['test_top5']:.1f}%   chance: top-1 {r['chance_top1']:.1f}% "
+        f"({r['num_classes']} classes)" + (" - top-5 is capped at top-4 with 4 classes" if k5 != "top-5" else ""),
+        f"single view (clip level) top-1 {r['test_single_view_top1']:.1f}%",
+        "outputs:",
+        f"  data              {o['data']}  (train/val/test.csv, classes.txt, videos/)",
+        f"  pretraining run   {o['pretrain_run']}  (log.jsonl, config.yaml, checkpoints, tensorboard/)",
+        f"  finetuning run    {o['finetune_run']}  (best/ = checkpoint tested)",
+        f"  test report       {o['test_report']}  (summary.json, predictions.csv, confusion_matrix.*)",
+        f"  weights           {o['weights']}  (pretrained/finetuned .safetensors + .json)",
+        f"  reconstructions   {o['reconstructions']}  (.mp4, .gif, .png)",
+        f"  step logs         {o['logs']}",
+        f"  this summary      {os.path.join(out, 'summary.json')}",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="output/demo", help="output folder (replaced if it exists)")
+    parser.add_argument("--quick", action="store_true", help="fewer videos and epochs (about 3 minutes; the tests' run)")
+    parser.add_argument("--num-gpus", type=int, default=0,
+                        help="DeepSpeed ranks (default: 1 on a GPU machine, else 2 CPU ranks)")
+    args = parser.parse_args(argv)
+    if args.num_gpus < 0:
+        parser.error("--num-gpus must be positive")
+    demo = Demo(args.out, args.quick, args.num_gpus)
+    try:
+        result = demo.main()
+    except StepFailed as e:
+        print(f"\ndemo stopped: {e}", file=sys.stderr, flush=True)
+        return 1
+    print_summary(result, demo.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
