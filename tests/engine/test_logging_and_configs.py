@@ -45,3 +45,28 @@ def test_shipped_configs_name_their_source_and_build(path):
         assert is_pretraining_preset(cfg.model.name)
     model = build_model(cfg.model, linprobe="linprobe" in path)
     assert next(model.parameters()).is_meta
+
+
+def test_grad_checkpointing_on_pretraining_model_gives_same_loss_and_grads():
+    import torch
+
+    def loss_and_grads(ckpt_on):
+        torch.manual_seed(0)
+        cfg = load_config(None, ["model.name=videoconvmae_tiny_patch16", "model.num_frames=4", "model.img_size=32",
+                                 "data.short_side_size=32", f"model.grad_checkpointing={str(ckpt_on).lower()}"])
+        model = build_model(cfg.model).train()
+        calls = []
+        next(iter(model.blocks3[0].children())).register_forward_hook(lambda *a: calls.append(1))
+        x = torch.randn(2, 3, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+        loss, _, _ = model(x, generator=torch.Generator().manual_seed(2))
+        loss.backward()
+        assert len(calls) == (2 if ckpt_on else 1)  # recomputed in the backward pass
+        return loss.detach(), {n: p.grad for n, p in model.named_parameters() if p.grad is not None}, model
+
+    ref_loss, ref_grads, _ = loss_and_grads(False)
+    loss, grads, model = loss_and_grads(True)
+    assert "_checkpoint_wrapped_module" not in "".join(n for n, _ in model.named_parameters())
+    torch.testing.assert_close(loss, ref_loss)
+    assert grads.keys() == ref_grads.keys()
+    for n in grads:
+        torch.testing.assert_close(grads[n], ref_grads[n], msg=n)
