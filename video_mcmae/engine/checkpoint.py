@@ -65,30 +65,10 @@ def build_model(m: ModelConfig, linprobe: bool = False) -> nn.Module:
     except TypeError as e:
         raise ConfigError(f"model.kwargs: {m.name} rejects the given arguments ({e})") from None
     if m.grad_checkpointing:
-        if hasattr(model, "set_grad_checkpointing"):
-            model.set_grad_checkpointing(True)
-        elif hasattr(model, "blocks3"):
-            _checkpoint_blocks(model.blocks3)
-        else:
-            raise ConfigError(f"model.grad_checkpointing: {m.name} does not support it; set it to false")
+        model.set_grad_checkpointing(True)
     if linprobe:
         model.head = LinearProbeHead(model.head)
     return model
-
-
-def _checkpoint_blocks(blocks: nn.ModuleList) -> None:
-    """Recompute each transformer block in the backward pass, for the pretraining models, which
-    have no switch of their own. Only the instances' `forward` is wrapped, so parameter names and
-    checkpoints stay as they are."""
-    from torch.utils.checkpoint import checkpoint
-
-    for blk in blocks:
-        def forward(*args, _plain=blk.forward, _blk=blk, **kwargs):
-            if _blk.training and torch.is_grad_enabled():
-                return checkpoint(_plain, *args, use_reentrant=False, **kwargs)
-            return _plain(*args, **kwargs)
-
-        blk.forward = forward
 
 
 class LinearProbeHead(nn.Module):

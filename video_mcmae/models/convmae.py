@@ -84,6 +84,16 @@ class ConvViTEncoder(nn.Module):
         self.blocks3 = nn.ModuleList(
             Block(embed_dims[2], num_heads, mlp_ratio, True, drop_rate, attn_drop_rate, dpr[depths[0] + depths[1] + i])
             for i in range(depths[2]))
+        self.grad_checkpointing = False
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute transformer blocks in the backward pass to save activation memory."""
+        self.grad_checkpointing = enable
+
+    def forward_blocks3(self, x: torch.Tensor) -> torch.Tensor:
+        for blk in self.blocks3:
+            x = checkpoint(blk, x, use_reentrant=False) if self.grad_checkpointing and self.training else blk(x)
+        return x
 
     @property
     def patch_size(self) -> int:
@@ -221,8 +231,7 @@ class ConvMAEBase(ConvViTEncoder):
             stage1, stage2, x = visible_conv_stages(self, x, mask)
         else:
             stage1, stage2, x = self.forward_conv_stages(x, mask)
-        for blk in self.blocks3:
-            x = blk(x)
+        x = self.forward_blocks3(x)
         if self.msd:
             fused = visible_msd(self, stage1, stage2, mask) if self.sparse else self.forward_msd(stage1, stage2, mask)
             x = x + fused
@@ -271,7 +280,6 @@ class ConvViTBase(ConvViTEncoder):
         self.global_pool = global_pool
         self.num_classes = num_classes
         self.head_init_scale = head_init_scale
-        self.grad_checkpointing = False
         self.head_drop = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(embed_dims[2], num_classes) if num_classes > 0 else nn.Identity()
         self.fc_norm = nn.LayerNorm(embed_dims[2], eps=1e-6)
@@ -294,10 +302,6 @@ class ConvViTBase(ConvViTEncoder):
             self._scale_head()
         else:
             self.head = nn.Identity()
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute transformer blocks in the backward pass to save activation memory."""
-        self.grad_checkpointing = enable
 
     @property
     def num_layers(self) -> int:
@@ -326,8 +330,7 @@ class ConvViTBase(ConvViTEncoder):
             x = blk(x)
         stage2 = x
         x = self.embed_tokens(x)
-        for blk in self.blocks3:
-            x = checkpoint(blk, x, use_reentrant=False) if self.grad_checkpointing and self.training else blk(x)
+        x = self.forward_blocks3(x)
         stage3 = x.reshape(x.shape[0], *self.grid_size, x.shape[-1])
         # 'max' lets a small object decide the clip (procedural demo); 'avg' is the official head
         pooled = x.mean(dim=1) if self.global_pool == "avg" else x.amax(dim=1)
