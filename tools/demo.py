@@ -39,7 +39,7 @@ CONFIGS = os.path.join(REPO, "configs", "demo")
 # frames so the three spatial test crops differ.
 DATA = dict(num_classes=4, frames=32, height=64, width=80, val=4)
 FULL = dict(train=60, test=12, pretrain_epochs=None, finetune_epochs=None, reconstructions=2)
-QUICK = dict(train=24, test=6, pretrain_epochs=2, finetune_epochs=8, reconstructions=1)
+QUICK = dict(train=40, test=6, pretrain_epochs=2, finetune_epochs=25, reconstructions=1)
 
 
 class StepFailed(RuntimeError):
@@ -126,8 +126,7 @@ class Demo:
         s = self.sizes
         device = f"{self.ranks} GPU rank(s)" if self.gpus else f"{self.ranks} CPU ranks (no GPU found)"
         print(f"demo{' (quick)' if self.quick else ''}: outputs in {self.out}; DeepSpeed on {device}", flush=True)
-        if os.path.exists(self.out):
-            shutil.rmtree(self.out)  # runs refuse to write over old checkpoints; the demo starts clean
+        self.clear_output()
         total = 7
         py = sys.executable
         pre, ft, test = (os.path.join(self.out, n) for n in ("pretrain", "finetune", "test"))
@@ -160,6 +159,18 @@ class Demo:
                          "--weights", os.path.join(weights, "pretrained.safetensors"), "--dataset", "ssv2",
                          "--out", recon])
         return self.summary(pre, test, weights, recon)
+
+    def clear_output(self) -> None:
+        """Runs refuse to write over old checkpoints, so the demo starts clean; it only ever
+        deletes a folder an earlier demo wrote (one with logs/), never anything else."""
+        if not os.path.exists(self.out):
+            return
+        if os.path.isdir(self.out) and not os.listdir(self.out):
+            return
+        if not os.path.isdir(os.path.join(self.out, "logs")):
+            raise StepFailed(f"--out {self.out} exists and is not an earlier demo's output; "
+                             "give a new or empty folder")
+        shutil.rmtree(self.out)
 
     def test_videos(self, count: int) -> List[str]:
         """The first test video of the first `count` classes."""
@@ -237,8 +248,8 @@ def print_summary(r: Dict, out: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="output/demo", help="output folder (replaced if it exists)")
-    parser.add_argument("--quick", action="store_true", help="fewer videos and epochs (about 3 minutes; the tests' run)")
+    parser.add_argument("--out", default="output/demo", help="output folder (an earlier demo's output there is replaced)")
+    parser.add_argument("--quick", action="store_true", help="fewer videos and epochs (about 4 minutes on 2 CPU cores; the tests' run)")
     parser.add_argument("--num-gpus", type=int, default=0,
                         help="DeepSpeed ranks (default: 1 on a GPU machine, else 2 CPU ranks)")
     args = parser.parse_args(argv)
