@@ -128,6 +128,7 @@ def test_export_then_load_equals_engine_weights(tmp_path, dist_info, zero, preci
     sf, meta_path = ckpt.export_weights(run.out_dir, str(tmp_path / "export" / "w"))
     model, meta = ckpt.load_exported(sf)
     assert meta["preset"] == "videoconvvit_tiny_patch16" and meta["epoch"] == 1 and meta["global_step"] == 3
+    assert meta["data"]["dataset"] == run.cfg.data.dataset  # api.load picks the sampling from it
     want = _engine_fp32(engine, names)
     got = dict(model.named_parameters())
     assert set(got) == set(want)

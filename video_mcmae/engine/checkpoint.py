@@ -281,7 +281,7 @@ def consolidated_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[st
 
 
 def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[str, str]:
-    """Write `<out>.safetensors` + `<out>.json` (preset name, model config, epoch, source)."""
+    """Write `<out>.safetensors` + `<out>.json` (preset name, model and data config, epoch, source)."""
     from safetensors.torch import save_file
 
     stem = out_path[: -len(".safetensors")] if out_path.endswith(".safetensors") else out_path
@@ -297,6 +297,7 @@ def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[s
         "format": EXPORT_FORMAT,
         "preset": config["model"]["name"],
         "model": config["model"],
+        "data": config.get("data"),  # how inputs were sampled and normalised (api.load reads it)
         "linprobe": bool(meta.get("linprobe", False)),
         "epoch": meta.get("epoch"),
         "global_step": meta.get("global_step"),
