@@ -39,7 +39,7 @@ CONFIGS = os.path.join(REPO, "configs", "demo")
 # frames so the three spatial test crops differ.
 DATA = dict(num_classes=4, frames=32, height=64, width=80, val=4)
 FULL = dict(train=60, test=12, pretrain_epochs=None, finetune_epochs=None, reconstructions=2)
-QUICK = dict(train=40, test=6, pretrain_epochs=2, finetune_epochs=25, reconstructions=1)
+QUICK = dict(train=60, test=6, pretrain_epochs=2, finetune_epochs=30, reconstructions=1)
 
 
 class StepFailed(RuntimeError):
