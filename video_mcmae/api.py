@@ -2,7 +2,7 @@
 
     from video_mcmae import api
 
-    model = api.load("output/demo/weights/finetuned.safetensors", class_names="classes.txt")
+    model = api.load("output/demo/weights/finetuned.safetensors", dataset="ssv2", class_names="classes.txt")
     model.predict("video.webm", k=3)      # [Prediction(label=1, name='moving_right', prob=0.97), ...]
     feats = model.features("video.webm")  # {'pooled': (C3,), 'stage1'/'stage2'/'stage3': (C, T, H, W)}
 
@@ -210,7 +210,8 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
         classifier for pretraining weights loads the encoder into it (features only).
     class_names: a file with one name per line, or the names.
     dataset / sampling_rate / short_side_size: how videos are sampled; taken from the run config
-        in checkpoints (exports carry only the model section), else 'k400' with rate 4.
+        in checkpoints (exports carry only the model section: pass dataset= for them), else 'k400'
+        with rate 4.
     model_kwargs: geometry for state-dict files without a config (num_frames, img_size, num_classes, ...).
     """
     from video_mcmae.models import PRESETS, load_pretrained
