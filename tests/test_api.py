@@ -126,6 +126,20 @@ def test_pretraining_weights_give_features_not_predictions(tmp_path, synthetic_d
         encoder.predict(video)
 
 
+def test_export_with_its_data_config_picks_the_sampling(tmp_path, synthetic_dataset):
+    """Exports that record the run's data section (dataset kind, rate, short side) need no dataset=."""
+    stem = str(tmp_path / "w")
+    _export(stem, "videoconvvit_tiny_patch16")
+    with open(stem + ".json") as f:
+        info = json.load(f)
+    info["data"] = load_config(None, ["data.dataset=ssv2", "data.short_side_size=40", "data.sampling_rate=3"]).to_dict()["data"]
+    with open(stem + ".json", "w") as f:
+        json.dump(info, f)
+    settings = api.load(stem + ".safetensors").settings
+    assert (settings.dataset, settings.short_side_size, settings.sampling_rate) == ("ssv2", 40, 3)
+    assert api.load(stem + ".safetensors", dataset="k400").settings.dataset == "k400"  # an argument wins
+
+
 def test_missing_input_file_is_named(classifier_export, tmp_path):
     path, _ = classifier_export
     with pytest.raises(api.ApiError, match="input not found"):

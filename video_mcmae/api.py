@@ -209,9 +209,8 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
     preset: the registry name; by default the one the weights were trained as. Naming a
         classifier for pretraining weights loads the encoder into it (features only).
     class_names: a file with one name per line, or the names.
-    dataset / sampling_rate / short_side_size: how videos are sampled; taken from the run config
-        in checkpoints (exports carry only the model section: pass dataset= for them), else 'k400'
-        with rate 4.
+    dataset / sampling_rate / short_side_size: how videos are sampled; by default the run's data
+        config recorded in checkpoints and exports (older exports lack it), else 'k400' with rate 4.
     model_kwargs: geometry for state-dict files without a config (num_frames, img_size, num_classes, ...).
     """
     from video_mcmae.models import PRESETS, load_pretrained
