@@ -132,7 +132,7 @@ def test_export_with_its_data_config_picks_the_sampling(tmp_path, synthetic_data
     _export(stem, "videoconvvit_tiny_patch16")
     with open(stem + ".json") as f:
         info = json.load(f)
-    info["data"] = load_config(None, ["data.dataset=ssv2", "data.short_side_size=40", "data.sampling_rate=3"]).to_dict()["data"]
+    info["data"] = load_config(None, ["data.dataset=ssv2", "data.short_side_size=40", "data.sampling_rate=3", "model.img_size=32"]).to_dict()["data"]
     with open(stem + ".json", "w") as f:
         json.dump(info, f)
     settings = api.load(stem + ".safetensors").settings
