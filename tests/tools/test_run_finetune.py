@@ -3,25 +3,12 @@ decay) validates every epoch, keeps `best` and the epoch checkpoint; `--eval --r
 plain single process reproduces the best accuracy (validation is exact and rank-independent)."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
-def _env():
-    # A rendezvous left in this process's environment (in-process engine tests) must not leak.
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return dict(env, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
 
 
 def _opts(root):
@@ -34,7 +21,7 @@ def _opts(root):
 
 
 @pytest.mark.slow
-def test_two_rank_finetune_then_eval(tmp_path, synthetic_root):
+def test_two_rank_finetune_then_eval(tmp_path, synthetic_root, child_env, free_port):
     import timm
     from safetensors.torch import save_file
 
@@ -47,10 +34,10 @@ def test_two_rank_finetune_then_eval(tmp_path, synthetic_root):
     out = tmp_path / "ft"
     script = os.path.join(REPO, "tools", "run_finetune.py")
     config = os.path.join(REPO, "configs", "demo", "finetune.yaml")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", _free_port(),
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", free_port(),
            script, "--config", config, "--data", "ssv2", "--output_dir", str(out), "--finetune", str(weights),
            *_opts(synthetic_root)]
-    proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, env=child_env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "loaded initial weights" in proc.stdout and "dropped (pretraining only)" in proc.stdout
     assert (out / "best" / "mp_rank_00_model_states.pt").is_file()
@@ -62,7 +49,7 @@ def test_two_rank_finetune_then_eval(tmp_path, synthetic_root):
 
     ev = subprocess.run([sys.executable, script, "--config", config, "--output_dir", str(out),
                          "--eval", "--resume", str(out / "best"), *_opts(synthetic_root)],
-                        env=_env(), capture_output=True, text=True, timeout=300)
+                        env=child_env, capture_output=True, text=True, timeout=300)
     assert ev.returncode == 0, ev.stdout[-3000:] + ev.stderr[-3000:]
     result = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][-1]
     assert result["type"] == "val" and result["num_videos"] == 8

@@ -6,7 +6,6 @@ On a machine without GPUs `deepspeed --num_gpus 2` starts two ranks on the CPU a
 (gloo); DS_ACCELERATOR=cpu makes the choice explicit."""
 import json
 import os
-import socket
 import subprocess
 import sys
 
@@ -14,18 +13,6 @@ import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
-def _env():
-    # A rendezvous left in this process's environment (in-process engine tests) must not leak.
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return dict(env, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
 
 
 def _data_opts(root):
@@ -36,15 +23,15 @@ def _data_opts(root):
 
 
 @pytest.mark.slow
-def test_two_rank_zero2_pretraining(tmp_path, synthetic_root):
+def test_two_rank_zero2_pretraining(tmp_path, synthetic_root, child_env, free_port):
     out = tmp_path / "run"
-    cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "2", "--master_port", _free_port(),
+    cmd = [os.path.join(os.path.dirname(sys.executable), "deepspeed"), "--num_gpus", "2", "--master_port", free_port(),
            os.path.join(REPO, "tools", "run_pretrain.py"), "--config", os.path.join(REPO, "configs", "demo", "pretrain.yaml"),
            "--output_dir", str(out), *_data_opts(synthetic_root)[:4], "--opt", "data.num_workers=0",
            "--opt", "deepspeed.zero_stage=2", "--opt", "deepspeed.precision=bf16", "--opt", "optim.batch_size=2",
            "--opt", "optim.epochs=2", "--opt", "optim.steps_per_epoch=2", "--opt", "run.save_every=1",
            "--opt", "run.log_every=1", "--opt", "run.keep_checkpoints=1"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=400)
+    proc = subprocess.run(cmd, cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "effective batch 4 clips/step = 2 ranks x 2 videos x 1 accum x 1 num_sample" in proc.stdout
 
@@ -61,7 +48,7 @@ def test_two_rank_zero2_pretraining(tmp_path, synthetic_root):
     from video_mcmae.engine.checkpoint import load_exported
 
     export = subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_weights.py"), str(out), str(tmp_path / "w")],
-                            env=_env(), capture_output=True, text=True, timeout=120)
+                            env=child_env, capture_output=True, text=True, timeout=120)
     assert export.returncode == 0, export.stderr[-2000:]
     model, meta = load_exported(str(tmp_path / "w.safetensors"))
     assert meta["preset"] == "videoconvmae_tiny_patch16" and meta["global_step"] == 4

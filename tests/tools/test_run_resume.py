@@ -26,12 +26,6 @@ def _cmd(out, root, *extra):
             *[a for o in opts for a in ("--opt", o)], *extra]
 
 
-def _env():
-    # A rendezvous left in this process's environment (in-process engine tests) must not leak.
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    return dict(env, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1", DS_ACCELERATOR="cpu")
-
-
 def _records(out):
     path = out / "log.jsonl"
     if not path.is_file():
@@ -48,11 +42,11 @@ def _final(out):
 
 
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synthetic_root):
+def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synthetic_root, child_env):
     ref_out, out = tmp_path / "reference", tmp_path / "victim"
-    reference = subprocess.Popen(_cmd(ref_out, synthetic_root), env=_env(), stdout=subprocess.PIPE,
+    reference = subprocess.Popen(_cmd(ref_out, synthetic_root), env=child_env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
-    victim = subprocess.Popen(_cmd(out, synthetic_root), env=_env(), stdout=subprocess.DEVNULL,
+    victim = subprocess.Popen(_cmd(out, synthetic_root), env=child_env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and victim.poll() is None:
@@ -65,7 +59,7 @@ def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synt
 
     log, _ = reference.communicate(timeout=300)
     assert reference.returncode == 0, log[-3000:]
-    resumed = subprocess.run(_cmd(out, synthetic_root, "--auto_resume"), env=_env(), capture_output=True,
+    resumed = subprocess.run(_cmd(out, synthetic_root, "--auto_resume"), env=child_env, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed" in resumed.stdout and "epoch 1, global step 5" in resumed.stdout
@@ -79,5 +73,5 @@ def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synt
         torch.testing.assert_close(w[name], ref, rtol=1e-6, atol=1e-7, msg=name)
 
     # a new (not resumed) run into the same folder refuses instead of overwriting
-    again = subprocess.run(_cmd(out, synthetic_root), env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(_cmd(out, synthetic_root), env=child_env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already holds checkpoints" in again.stdout
