@@ -89,3 +89,27 @@ def test_class_names(tmp_path):
     f.write_text("a\nb\na\n")
     with pytest.raises(DataListError, match="classes.txt:3: .*repeats line 1"):
         read_class_names(str(f))
+
+
+def test_byte_order_mark_is_not_part_of_the_first_path(tmp_path):
+    lst = tmp_path / "train.csv"
+    lst.write_bytes("\ufeffa.mp4 0\nb.mp4 1\n".encode("utf-8"))
+    assert [s.path for s in read_list(str(lst))] == ["a.mp4", "b.mp4"]
+    names = tmp_path / "classes.txt"
+    names.write_bytes("\ufeffcat\ndog\n".encode("utf-8"))
+    assert read_class_names(str(names)) == ["cat", "dog"]
+
+
+@pytest.mark.parametrize("reader", [read_list, read_class_names])
+def test_non_utf8_file_is_refused_with_its_line(tmp_path, reader):
+    lst = tmp_path / "latin1.csv"
+    lst.write_bytes("a.mp4 0\ncaf\xe9.mp4 1\n".encode("latin-1"))
+    with pytest.raises(DataListError, match=r"latin1.csv:2: not UTF-8 text.*save the file as UTF-8"):
+        reader(str(lst))
+
+
+def test_binary_file_is_refused(tmp_path):
+    lst = tmp_path / "video.mp4"
+    lst.write_bytes(b"\x00\x00\x00\x18ftypmp42\xff\xfe")
+    with pytest.raises(DataListError, match="not UTF-8 text"):
+        read_list(str(lst))

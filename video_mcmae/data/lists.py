@@ -19,6 +19,21 @@ class DataListError(ValueError):
     """A data list or class-name file that cannot be used as written."""
 
 
+def _read_lines(path: str) -> List[str]:
+    """The file's lines as UTF-8 text; a leading byte-order mark is dropped (editors on Windows
+    write one) and undecodable bytes are refused with the line they are on."""
+    with open(path, "rb") as f:
+        data = f.read()
+    try:
+        return data.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as e:
+        lineno = data.count(b"\n", 0, e.start) + 1
+        raise DataListError(
+            f"{path}:{lineno}: not UTF-8 text (byte 0x{data[e.start]:02x}); "
+            "save the file as UTF-8 (e.g. `iconv -f latin1 -t utf-8`)"
+        ) from None
+
+
 @dataclass(frozen=True)
 class Sample:
     path: str
@@ -56,21 +71,20 @@ def read_list(
     if not os.path.isfile(path):
         raise DataListError(f"data list not found: {path!r}")
     samples: List[Sample] = []
-    with open(path, "r", encoding="utf-8") as f:
-        for lineno, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rel, label = parse_line(raw)
-            except ValueError as e:
-                raise DataListError(f"{path}:{lineno}: {e}: {raw.rstrip()!r}") from None
-            if num_classes is not None and label >= num_classes:
-                raise DataListError(
-                    f"{path}:{lineno}: label {label} is out of range for {num_classes} classes "
-                    f"(labels are 0..{num_classes - 1}); check model.num_classes or the list"
-                )
-            full = os.path.join(data_root, rel) if data_root and not os.path.isabs(rel) else rel
-            samples.append(Sample(full, label, lineno))
+    for lineno, raw in enumerate(_read_lines(path), start=1):
+        if not raw.strip():
+            continue
+        try:
+            rel, label = parse_line(raw)
+        except ValueError as e:
+            raise DataListError(f"{path}:{lineno}: {e}: {raw.rstrip()!r}") from None
+        if num_classes is not None and label >= num_classes:
+            raise DataListError(
+                f"{path}:{lineno}: label {label} is out of range for {num_classes} classes "
+                f"(labels are 0..{num_classes - 1}); check model.num_classes or the list"
+            )
+        full = os.path.join(data_root, rel) if data_root and not os.path.isabs(rel) else rel
+        samples.append(Sample(full, label, lineno))
     if not samples:
         raise DataListError(f"{path}: the data list is empty")
     return samples
@@ -96,8 +110,7 @@ def read_class_names(path: str, num_classes: Optional[int] = None) -> List[str]:
     """One class name per line; line i (from 0, blank lines not allowed) names class i."""
     if not os.path.isfile(path):
         raise DataListError(f"class-name file not found: {path!r}")
-    with open(path, "r", encoding="utf-8") as f:
-        lines = f.read().splitlines()
+    lines = _read_lines(path)
     while lines and not lines[-1].strip():
         lines.pop()
     names: List[str] = []
