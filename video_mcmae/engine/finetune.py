@@ -14,21 +14,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Sampler
 
+from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
 from video_mcmae.engine.deepspeed_config import input_dtype
-from video_mcmae.engine.pretrain import (
-    Run,
-    add_run_args,
-    client_state,
-    config_from_args,
-    fit,
-    make_engine,
-    resume_engine,
-    run_cli,
-    start_run,
-    train_loader,
+from video_mcmae.engine.trainer import (
+    Run, add_run_args, client_state, config_from_args, fit, make_engine, resume_engine, start_run, train_loader,
 )
 
 

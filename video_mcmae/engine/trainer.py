@@ -1,0 +1,239 @@
+"""The training loop and run set-up shared by pretraining (`pretrain.py`) and finetuning (`finetune.py`).
+
+A run: `start_run` (process group, resume decision, logs, saved config) -> `train_loader` ->
+`make_engine` (optimizer + DeepSpeed) -> `resume_engine` -> `fit`, which calls `train_one_epoch`
+with the caller's step function and saves checkpoints at epoch boundaries.
+
+Reproducibility: every epoch starts from seeds derived from (run.seed, epoch, rank): the
+sampler order, the per-item augmentations (the datasets seed each item by (seed, epoch, index)),
+the masks (a generator handed to the model) and dropout/drop-path (the global RNGs). Checkpoints
+are taken at epoch boundaries, so a run resumed from one repeats the following epochs exactly
+as an uninterrupted run would.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, List, Optional
+
+import torch
+from torch import nn
+
+from video_mcmae.config import Config, ConfigError, add_config_args, load_config, save_config
+from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
+from video_mcmae.engine import checkpoint as ckpt
+from video_mcmae.engine import distributed
+from video_mcmae.engine.deepspeed_config import initialize_engine, input_dtype
+from video_mcmae.engine.logging import TrainLogger
+from video_mcmae.engine.optim import build_optimizer
+from video_mcmae.engine.schedule import Schedules, build_schedules, lr_plan
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN/inf on some rank; the run stops before the optimizer step."""
+
+
+# A training step: (engine, batch, mask generator) -> loss.
+StepFn = Callable[[Any, Any, torch.Generator], torch.Tensor]
+
+
+@dataclass
+class Run:
+    """What every part of a run needs: config, ranks, logger, and where it resumes from."""
+
+    cfg: Config
+    info: distributed.DistInfo
+    logger: TrainLogger
+    resume_path: Optional[str]
+    epoch: int = 0  # completed epochs
+    global_step: int = 0  # completed optimizer steps
+    client: Dict[str, Any] = field(default_factory=dict)  # client state of the resumed checkpoint
+
+    @property
+    def out_dir(self) -> str:
+        return self.cfg.run.output_dir
+
+
+def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    add_config_args(parser)
+    parser.add_argument("--resume", default="", metavar="PATH",
+                        help="checkpoint tag folder (output/epoch-0005) or output dir (uses its 'latest')")
+    parser.add_argument("--auto_resume", action="store_true",
+                        help="resume the newest complete checkpoint in run.output_dir, if any")
+    parser.add_argument("--output_dir", default="", help="shorthand for --opt run.output_dir=...")
+    # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace, extra_opts: List[str] = ()) -> Config:
+    opts = list(args.opt) + list(extra_opts)
+    if args.output_dir:
+        opts.append(f"run.output_dir={args.output_dir}")
+    return load_config(args.config, opts)
+
+
+def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_only: bool = False) -> Run:
+    """Join the process group, decide where to resume from, open the logs, save the config."""
+    info = distributed.init(cfg.run.device)
+    out = cfg.run.output_dir
+    path = resume or None
+    if path is None and auto_resume and not eval_only:
+        path = ckpt.find_auto_resume(out)
+    if path is not None:
+        ckpt.ensure_no_newer_checkpoints(out, path)  # also fails now, before any work, on a bad path
+    elif not eval_only:
+        ckpt.ensure_fresh_output(out)
+    distributed.barrier()  # every rank has looked at the output dir before rank 0 writes to it
+    logger = TrainLogger(out, info.is_main, cfg.run.log_every, cfg.run.tensorboard and not eval_only)
+    if info.is_main:
+        save_config(cfg, out, "eval_config.yaml" if eval_only else "config.yaml")
+    distributed.seed_all(distributed.derived_seed(cfg.run.seed, info.rank))
+    logger.info(f"ranks {info.world_size}, device {info.device}, output {os.path.abspath(out)}"
+                + (f", resuming {path}" if path else ""))
+    return Run(cfg, info, logger, path)
+
+
+def param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> List[List[str]]:
+    """Names of the optimizer's parameters, group by group (read before DeepSpeed flattens them);
+    saved with checkpoints so exports can name fp32 master weights."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in g["params"]] for g in optimizer.param_groups]
+
+
+def make_engine(run: Run, model: nn.Module):
+    """-> (engine, the torch optimizer the schedules drive, its parameter names)."""
+    model.to(run.info.device)
+    optimizer = build_optimizer(model, run.cfg, run.info.device)
+    names = param_names(model, optimizer)
+    engine = initialize_engine(model, optimizer, run.cfg, run.info)
+    if run.cfg.model.compile:
+        engine.compile()
+    n_train = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    run.logger.info(f"model {run.cfg.model.name}: {n_train:,} trainable parameters in "
+                    f"{len(optimizer.param_groups)} groups; ZeRO {engine.zero_optimization_stage()}, "
+                    f"{str(input_dtype(engine)).replace('torch.', '')}")
+    return engine, optimizer, names
+
+
+def resume_engine(run: Run, engine) -> None:
+    """Load the resume checkpoint (weights, optimizer, loss scale) and the loop position."""
+    if run.resume_path is None:
+        return
+    client = ckpt.load_checkpoint(engine, run.resume_path)
+    ckpt.check_same_model(client, run.cfg.model, run.resume_path)
+    run.client, run.epoch, run.global_step = client, int(client.get("epoch", 0)), int(client.get("global_step", 0))
+    sampler = client.get("sampler") or {}
+    if sampler and (sampler.get("world_size"), sampler.get("seed")) != (run.info.world_size, run.cfg.run.seed):
+        run.logger.info(f"note: checkpoint was written with {sampler.get('world_size')} ranks and seed "
+                        f"{sampler.get('seed')}; the data order from here on differs from that run's")
+    run.logger.info(f"resumed {run.resume_path}: epoch {run.epoch}, global step {run.global_step}")
+
+
+def train_loader(run: Run, split: str):
+    """(dataset, loader, optimizer steps per epoch); iterations per epoch = steps x accum_steps."""
+    cfg = run.cfg
+    dataset = build_dataset(cfg, split)
+    loader = build_loader(cfg, split, dataset, run.info.rank, run.info.world_size)
+    steps = len(loader) // cfg.optim.accum_steps
+    if cfg.optim.steps_per_epoch is not None:
+        steps = min(steps, cfg.optim.steps_per_epoch)
+    if steps == 0:
+        raise ConfigError(
+            f"the {split} list gives {len(loader)} batches of {cfg.optim.batch_size} per rank on "
+            f"{run.info.world_size} ranks, fewer than optim.accum_steps={cfg.optim.accum_steps}; "
+            "use a smaller optim.batch_size / accum_steps or fewer ranks"
+        )
+    return dataset, loader, steps
+
+
+def _param_grad_norm(module: nn.Module) -> float:
+    grads = [p.grad.float() for p in module.parameters() if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
+
+
+def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, steps: int,
+                    step_fn: StepFn, generator: torch.Generator) -> Dict[str, float]:
+    cfg, logger = run.cfg, run.logger
+    accum = cfg.optim.accum_steps
+    iters = steps * accum
+    remaining_after = (cfg.optim.epochs - run.epoch - 1) * iters
+    # DeepSpeed reports the global grad norm for ZeRO and half precision; plain fp32 we measure.
+    own_norm = not (engine.zero_optimization() or engine.bfloat16_enabled() or engine.fp16_enabled())
+    engine.train()
+    logger.start_epoch()
+    batches = iter(loader)
+    end = time.time()
+    for it in range(iters):
+        batch = next(batches)
+        data_time = time.time() - end
+        if it % accum == 0:
+            lr, wd = schedules.apply(optimizer, run.global_step)
+        loss = step_fn(engine, batch, generator)
+        if not distributed.all_finite(loss.detach()):
+            raise NonFiniteLossError(
+                f"loss is {loss.item()} (non-finite on at least one rank) at epoch {run.epoch + 1}, iteration "
+                f"{it + 1}, global step {run.global_step}; stopped before the optimizer step, no checkpoint "
+                f"written. Resume from the last checkpoint with a lower lr, bf16 instead of fp16, or check the data"
+            )
+        engine.backward(loss)
+        boundary = (it + 1) % accum == 0
+        norm = _param_grad_norm(engine.module) if boundary and own_norm else None
+        engine.step()
+        metrics = {"loss": loss.item(), "lr": lr, "wd": wd}
+        if boundary:
+            run.global_step += 1
+            norm = norm if own_norm else engine.get_global_grad_norm()
+            metrics["grad_norm"] = None if norm is None else float(norm)
+            if engine.fp16_enabled():
+                metrics["loss_scale"] = float(engine.optimizer.loss_scale)
+        metrics["data_time"] = data_time
+        metrics["iter_time"] = time.time() - end
+        logger.log_iter(run.epoch + 1, it, iters, run.global_step, remaining_after + iters - it - 1, metrics)
+        end = time.time()
+    stats = {k: v for k, v in logger.epoch_averages().items() if k in ("loss", "grad_norm", "iter_time", "data_time")}
+    stats.update(lr=lr, wd=wd)
+    dataset = getattr(loader, "dataset", None)
+    if hasattr(dataset, "bad_file_stats"):
+        counts = dataset.bad_file_stats()
+        stats.update(bad_files=counts["bad_files"], replaced=counts["replaced"])
+    return stats
+
+
+def client_state(run: Run, names: List[List[str]], **extra) -> Dict[str, Any]:
+    return {
+        "epoch": run.epoch,
+        "global_step": run.global_step,
+        "sampler": {"seed": run.cfg.run.seed, "epoch": run.epoch, "world_size": run.info.world_size},
+        "config": run.cfg.to_dict(),
+        "param_names": names,
+        **extra,
+    }
+
+
+def fit(run: Run, engine, optimizer, names: List[List[str]], loader, steps: int, step_fn: StepFn,
+        after_epoch: Optional[Callable[[Run], Dict[str, Any]]] = None) -> None:
+    """Epochs from `run.epoch` to `optim.epochs`, each re-seeded by (seed, epoch, rank); saves every
+    `run.save_every` epochs and at the end. `after_epoch(run)` (validation) returns extra client
+    state for the checkpoint."""
+    cfg, info = run.cfg, run.info
+    plan = lr_plan(cfg, info.world_size)
+    schedules = build_schedules(cfg, plan, steps)
+    run.logger.info(plan.describe(None if cfg.optim.lr is not None else cfg.optim.base_lr))
+    run.logger.info(f"{steps} optimizer steps ({steps * cfg.optim.accum_steps} iterations) per epoch, "
+                    f"{cfg.optim.epochs * steps} in all; warmup {schedules.lr.warmup_steps} steps")
+    generator = torch.Generator(device=info.device)
+    while run.epoch < cfg.optim.epochs:
+        set_epoch(loader, run.epoch)
+        distributed.seed_all(distributed.derived_seed(cfg.run.seed, run.epoch, info.rank))
+        generator.manual_seed(distributed.derived_seed(cfg.run.seed, run.epoch, info.rank, 1))
+        stats = train_one_epoch(run, engine, optimizer, loader, schedules, steps, step_fn, generator)
+        run.epoch += 1
+        run.logger.log_epoch(run.epoch, run.global_step, stats)
+        extra = after_epoch(run) if after_epoch is not None else {}
+        if run.epoch % cfg.run.save_every == 0 or run.epoch == cfg.optim.epochs:
+            path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(run.epoch),
+                                        client_state(run, names, **extra), keep=cfg.run.keep_checkpoints)
+            run.logger.info(f"saved {path}")
