@@ -1,7 +1,6 @@
 """A real gather over gloo: two processes, uneven shards (sampler padding), merged result equal to
 one process. World sizes 1/2/3 on simulated shards are in test_multiview.py."""
 import os
-import socket
 import subprocess
 import sys
 
@@ -10,17 +9,12 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler
 
+from video_mcmae.engine.distributed import free_port
 from video_mcmae.engine.multiview import ViewCollector, ViewManifest, gather_shards, make_shard, merge_views
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 T, S, C = 1, 3, 4
 LABELS = [0, 1, 2, 3, 1]  # 15 views: world size 2 pads 1
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def manifest():

@@ -1,7 +1,8 @@
 import os
-import socket
 
 import pytest
+
+from video_mcmae.engine.distributed import free_port as _free_port
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -18,8 +19,4 @@ def child_env():
 @pytest.fixture
 def free_port():
     """A function returning a free local TCP port (as a string) for a launcher's rendezvous."""
-    def pick() -> str:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            return str(s.getsockname()[1])
-    return pick
+    return lambda: str(_free_port())

@@ -7,7 +7,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 
@@ -17,6 +16,7 @@ from safetensors.torch import save_file
 
 from video_mcmae.config import ModelConfig, load_config
 from video_mcmae.engine.checkpoint import EXPORT_FORMAT, MODEL_STATES, build_model
+from video_mcmae.engine.distributed import free_port
 from video_mcmae.engine.multiview import (
     MultiViewError, load_shards, load_test_model, merge_cli, merge_views, run_test_cli,
 )
@@ -169,12 +169,6 @@ def test_deepspeed_checkpoint_folders(setup, tmp_path):
         load_test_model(load_config(str(tmp / "test.yaml"), ["model.num_classes=5"]), str(tmp_path))
     with pytest.raises(MultiViewError, match="is a pretraining model"):
         load_test_model(load_config(str(tmp / "test.yaml"), ["model.name=videoconvmae_tiny_patch16"]), str(tmp_path))
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
