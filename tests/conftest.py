@@ -4,12 +4,12 @@ from pathlib import Path
 from typing import Callable, Union
 
 # Before any test module can import decord: a PyAV loaded after decord cannot encode VP9 (see
-# video_mcmae.data.synthetic.encode_video).
+# video_mcmae.synthetic.encode_video).
 import av  # noqa: F401
 import numpy as np
 import pytest
 
-from video_mcmae.data import synthetic
+from video_mcmae import synthetic
 
 # The tiny dataset every test shares; tests read these to know what to expect.
 TINY = dict(num_classes=4, videos_per_class={"train": 3, "val": 2, "test": 2}, num_frames=24,

@@ -22,7 +22,7 @@ from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch  # 
 
 def synthetic_list(work_dir: str, num_videos: int, num_frames: int, height: int, width: int):
     """(list path, data root) of a synthetic K400-layout set, rendered unless already there."""
-    from video_mcmae.data import synthetic
+    from video_mcmae import synthetic
 
     root = Path(work_dir) / f"synthetic_{num_videos}x{num_frames}_{height}x{width}"
     lst = root / "k400" / "train.csv"

@@ -1,4 +1,4 @@
-"""Write the synthetic labelled video set (see ``video_mcmae.data.synthetic``).
+"""Write the synthetic labelled video set (see ``video_mcmae.synthetic``).
 
 Example::
 
@@ -8,7 +8,7 @@ Example::
 import argparse
 import sys
 
-from video_mcmae.data import synthetic
+from video_mcmae import synthetic
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -431,7 +431,7 @@ def encode_video(path: Union[str, Path], frames: np.ndarray, codec: str = "h264"
             stream.codec_context.open()
         except av.FFmpegError as err:
             hint = (" decord was imported before PyAV in this process and its libvpx shadows PyAV's;"
-                    " import av (or video_mcmae.data.synthetic) before decord") if "decord" in sys.modules else ""
+                    " import av (or video_mcmae.synthetic) before decord") if "decord" in sys.modules else ""
             raise RuntimeError(f"cannot open the {codec} encoder for {path}: {err}.{hint}") from None
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))

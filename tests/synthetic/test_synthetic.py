@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from video_mcmae.data import synthetic as syn
+from video_mcmae import synthetic as syn
 
 # What each class must show on screen (x right, y down): the measured quantity and its sign.
 # Written independently of the generator's own table so a wrong sign there fails here.
