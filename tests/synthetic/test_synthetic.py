@@ -426,7 +426,7 @@ def test_vp9_after_decord_fails_with_a_clear_error(tmp_path):
     av first); the error must say so rather than report a bare 'Invalid argument'."""
     pytest.importorskip("decord")
     # Load the module from its file, not through the package, to keep torch out of the child.
-    module_file = Path(syn.__file__)
+    module_file = Path(syn.encode.__file__)
     script = ("import importlib.util, sys, decord, numpy as np\n"
               f"spec = importlib.util.spec_from_file_location('synthetic', {str(module_file)!r})\n"
               "synthetic = sys.modules['synthetic'] = importlib.util.module_from_spec(spec)\n"
