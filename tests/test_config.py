@@ -83,6 +83,32 @@ def test_impossible_values_rejected(opt, key):
         load_config(None, [opt])
 
 
+def test_classifier_only_regularisation_is_refused_for_pretraining():
+    pretrain = os.path.join(REPO, "configs", "demo", "pretrain.yaml")
+    for opt in ("model.drop_path_rate=0.1", "model.drop_rate=0.1"):
+        with pytest.raises(ConfigError, match="apply to classifiers; set them to 0 for pretraining"):
+            load_config(pretrain, [opt])
+    cfg = load_config(os.path.join(REPO, "configs", "demo", "finetune.yaml"), ["model.drop_path_rate=0.1"])
+    assert cfg.model.drop_path_rate == pytest.approx(0.1)
+
+
+def test_unknown_preset_is_refused_with_the_valid_names():
+    with pytest.raises(ConfigError, match="model.name: unknown preset 'videoconvvit_huge'; choose one of .*videoconvvit_tiny"):
+        load_config(None, ["model.name=videoconvvit_huge"])
+
+
+def test_odd_batch_with_mixup_is_refused_before_any_work():
+    finetune = os.path.join(REPO, "configs", "demo", "finetune.yaml")
+    with pytest.raises(ConfigError, match="need an even batch"):
+        load_config(finetune, ["optim.batch_size=3", "aug.mixup=0.8"])
+    with pytest.raises(ConfigError, match="need an even batch"):
+        load_config(finetune, ["optim.batch_size=3", "aug.cutmix=1.0"])
+    assert load_config(finetune, ["optim.batch_size=3"]).optim.batch_size == 3  # mixup and cutmix off
+    assert load_config(finetune, ["optim.batch_size=3", "aug.mixup=0.8", "data.num_sample=2"]).aug.mixup == 0.8
+    pretrain = os.path.join(REPO, "configs", "demo", "pretrain.yaml")
+    assert load_config(pretrain, ["optim.batch_size=3", "aug.mixup=0.8"]).optim.batch_size == 3  # no mixing
+
+
 def test_bad_override_syntax_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="section.key=value"):
         load_config(None, ["optim.epochs"])

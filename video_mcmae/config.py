@@ -401,7 +401,26 @@ def validate(cfg: Config) -> Config:
         bad("test.batch_size", f"must be >= 1, got {cfg.test.batch_size}")
     if not cfg.test.topk or any(k <= 0 for k in cfg.test.topk):
         bad("test.topk", f"must be a non-empty list of positive ints, got {cfg.test.topk}")
+    _validate_across_sections(cfg)
     return cfg
+
+
+def _validate_across_sections(cfg: Config) -> None:
+    """Rules that tie the model preset to other sections."""
+    # Imported here: models.factory imports this module (ModelConfig, ConfigError).
+    from video_mcmae.models.factory import is_pretraining
+
+    m = cfg.model
+    try:
+        pretraining = is_pretraining(m.name)
+    except ValueError as e:  # an unknown preset: the message lists the valid ones
+        raise ConfigError(f"model.name: {e}") from None
+    if pretraining:
+        if m.drop_path_rate or m.drop_rate:
+            raise ConfigError("model.drop_path_rate/model.drop_rate apply to classifiers; set them to 0 for pretraining")
+    elif (cfg.aug.mixup > 0 or cfg.aug.cutmix > 0) and (cfg.optim.batch_size * cfg.data.num_sample) % 2:
+        # timm's Mixup pairs each clip with the batch flipped: it needs an even batch
+        raise ConfigError("aug.mixup/cutmix need an even batch: make optim.batch_size x data.num_sample even")
 
 
 def from_dict(data: Dict[str, Any]) -> Config:

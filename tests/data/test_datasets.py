@@ -179,7 +179,7 @@ def test_flip_rule_follows_the_dataset_kind(synthetic_root):
 
 
 def test_test_views_decode_once_and_shard_contiguously(synthetic_root, monkeypatch):
-    from video_mcmae.data.datasets import ShardSampler
+    from video_mcmae.data.samplers import PaddedContiguousSampler
 
     ds = build_dataset(tiny_cfg(synthetic_root, "k400", test_num_spatial_crops=3), "test")
     calls = []
@@ -188,5 +188,5 @@ def test_test_views_decode_once_and_shard_contiguously(synthetic_root, monkeypat
     for i in range(2 * ds.views_per_video):
         ds[i]
     assert len(calls) == 2 * ds.num_temporal_views  # one decode per temporal view, not per crop
-    shards = [list(ShardSampler(range(10), r, 3)) for r in range(3)]
+    shards = [list(PaddedContiguousSampler(range(10), r, 3)) for r in range(3)]
     assert shards == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 9, 9]]

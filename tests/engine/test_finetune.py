@@ -7,7 +7,7 @@ import torch
 
 from video_mcmae.config import ConfigError, load_config
 from video_mcmae.engine import checkpoint as ckpt
-from video_mcmae.engine.finetune import ShardSampler, run_finetune
+from video_mcmae.engine.finetune import run_finetune
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
 
@@ -36,11 +36,6 @@ def _cfg(root, out, *opts):
         f"run.output_dir={out}", *opts])
 
 
-def test_shard_sampler_covers_each_item_once():
-    shards = [list(ShardSampler(10, r, 3)) for r in range(3)]
-    assert sorted(i for s in shards for i in s) == list(range(10))
-
-
 def test_linear_probe_trains_only_the_head(tmp_path, synthetic_root, one_rank):
     import timm
     from safetensors.torch import save_file
@@ -67,10 +62,3 @@ def test_linear_probe_trains_only_the_head(tmp_path, synthetic_root, one_rank):
 def test_eval_needs_weights(tmp_path, synthetic_root):
     with pytest.raises(ConfigError, match="--eval needs weights"):
         run_finetune(_cfg(synthetic_root, tmp_path), eval_only=True)
-
-
-def test_odd_batch_with_mixup_is_refused_before_any_work(tmp_path, synthetic_root):
-    cfg = _cfg(synthetic_root, tmp_path, "optim.batch_size=3", "aug.mixup=0.8")
-    with pytest.raises(ConfigError, match="need an even batch"):
-        run_finetune(cfg)
-    assert not (tmp_path / "config.yaml").exists()

@@ -36,6 +36,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 
 from .lists import DataListError, Sample, read_class_names, read_list
 from .readers import VideoReadError, open_video, scan_videos
+from .samplers import PaddedContiguousSampler
 from .sampling import sample_indices
 from .transforms import (
     EvalTransform,
@@ -239,7 +240,8 @@ class VideoTestDataset(_VideoDataset):
     distributed sampler can split views. Items: (clip, label, video_index, temporal_view,
     spatial_view) with video_index the line's position in the list (0-based, blank lines not
     counted). The spatial views of one temporal view are consecutive and reuse the worker's
-    last decode; `build_loader` shards the items contiguously (`ShardSampler`) for the same reason."""
+    last decode; `build_loader` shards the items contiguously (`PaddedContiguousSampler`) for
+    the same reason."""
 
     def __init__(self, samples: Sequence[Sample], *, sampling: str, num_frames: int,
                  sampling_rate: int, num_temporal_views: int, num_spatial_crops: int,
@@ -284,24 +286,6 @@ class VideoTestDataset(_VideoDataset):
             self._cache = ((video, temporal), self.transform.resize(frames[0]))
         clip = self.transform.crop(self._cache[1], spatial)
         return clip, s.label, video, temporal, spatial
-
-
-class ShardSampler(torch.utils.data.Sampler):
-    """Contiguous, unshuffled shard of the dataset for one rank (the last index repeats so every
-    rank gets the same count). Keeps a video's views on one rank, so each is decoded once."""
-
-    def __init__(self, dataset, rank: int = 0, world_size: int = 1):
-        n = len(dataset)
-        self.per_rank = -(-n // world_size)
-        start = rank * self.per_rank
-        own = list(range(start, min(start + self.per_rank, n)))
-        self.indices = own + [n - 1] * (self.per_rank - len(own))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return self.per_rank
 
 
 def image_folder_samples(root: str) -> Tuple[List[Sample], List[str]]:
@@ -440,14 +424,14 @@ def build_dataset(cfg, split: str, scan_progress: bool = False):
 def build_loader(cfg, split: str, dataset=None, rank: int = 0, world_size: int = 1) -> DataLoader:
     """DataLoader for `split` over `dataset` (built from cfg when None), sharded by a
     DistributedSampler (also with world_size 1, so `set_epoch` reshuffles reproducibly), or
-    contiguously by `ShardSampler` for the multi-view test (padding repeats the last view; the
-    merge de-duplicates). Training loaders shuffle and drop the last incomplete batch; call
+    contiguously by `PaddedContiguousSampler` for the multi-view test (padding repeats the last
+    view; the merge de-duplicates). Training loaders shuffle and drop the last incomplete batch; call
     `set_epoch(loader, e)`."""
     if dataset is None:
         dataset = build_dataset(cfg, split)
     training = split in ("pretrain", "train")
     if isinstance(dataset, VideoTestDataset):
-        sampler = ShardSampler(dataset, rank, world_size)
+        sampler = PaddedContiguousSampler(dataset, rank, world_size)
     else:
         sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=training,
                                      seed=cfg.run.seed, drop_last=False)

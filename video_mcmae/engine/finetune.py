@@ -11,37 +11,29 @@ import os
 from typing import Any, Dict, List, Optional
 
 import torch
+from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
+from video_mcmae.data.datasets import build_dataset
+from video_mcmae.data.samplers import StridedShardSampler
+from video_mcmae.data.transforms import VideoMixup, build_mixup
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
 from video_mcmae.engine.deepspeed_config import input_dtype
 from video_mcmae.engine.trainer import (
-    Run, add_run_args, client_state, config_from_args, fit, make_engine, resume_engine, start_run, train_loader,
+    Run, StepFn, add_run_args, client_state, config_from_args, fit, make_engine, resume_engine, start_run,
+    train_loader,
 )
-
-
-class ShardSampler(Sampler):
-    """Indices rank, rank + world, ...: every item on exactly one rank, no padding."""
-
-    def __init__(self, length: int, rank: int, world_size: int):
-        self.indices = list(range(rank, length, world_size))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
+from video_mcmae.models import build_model, is_pretraining, load_pretrained
 
 
 def val_loader(cfg: Config, rank: int, world_size: int) -> DataLoader:
-    from video_mcmae.data.datasets import build_dataset
-
     dataset = build_dataset(cfg, "val")
-    return DataLoader(dataset, batch_size=cfg.test.batch_size, sampler=ShardSampler(len(dataset), rank, world_size),
+    sampler = StridedShardSampler(dataset, rank, world_size)
+    return DataLoader(dataset, batch_size=cfg.test.batch_size, sampler=sampler,
                       num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and torch.cuda.is_available())
 
 
@@ -70,8 +62,6 @@ def evaluate(engine, loader: DataLoader, topk: List[int], num_classes: int) -> D
 def load_initial_weights(model: nn.Module, path: str, logger) -> None:
     """`--finetune`: a pretraining (or finetuning) DeepSpeed checkpoint, exported weights or a
     weights-only .pth; the models' `load_pretrained` filters keys and resizes position tables."""
-    from video_mcmae.models import load_pretrained
-
     if os.path.isdir(path):
         source, _ = ckpt.consolidated_state_dict(path)
     elif os.path.isfile(path):
@@ -82,9 +72,7 @@ def load_initial_weights(model: nn.Module, path: str, logger) -> None:
     logger.info(f"loaded initial weights from {path}:\n{report}")
 
 
-def _criterion(cfg: Config, mixup) -> nn.Module:
-    from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
-
+def _criterion(cfg: Config, mixup: Optional[VideoMixup]) -> nn.Module:
     if mixup is not None:  # targets come back soft (and smoothed) from mixup
         return SoftTargetCrossEntropy()
     if cfg.aug.smoothing > 0:
@@ -92,24 +80,57 @@ def _criterion(cfg: Config, mixup) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
+def finetune_step(mixup: Optional[VideoMixup], criterion: nn.Module) -> StepFn:
+    """The training step: clips and labels (mixed by `mixup` when on) -> classifier loss."""
+
+    def step(engine, batch, generator: torch.Generator) -> torch.Tensor:
+        x, y = batch
+        x, y = x.to(engine.device, non_blocking=True), y.to(engine.device, non_blocking=True)
+        if mixup is not None:
+            x, y = mixup(x, y)
+        return criterion(engine(x.to(input_dtype(engine))).float(), y)
+
+    return step
+
+
+class Validation:
+    """`fit`'s after-epoch hook: validates every `run.eval_every` epochs and after the last one,
+    saves the best top-1 as the `best` checkpoint, and returns the client state of epoch checkpoints."""
+
+    def __init__(self, engine, loader: DataLoader, names: List[List[str]], linprobe: bool, best: float):
+        self.engine, self.loader, self.names, self.linprobe = engine, loader, names, linprobe
+        self.best = best
+        self.last: Dict[str, float] = {}
+
+    def __call__(self, run: Run) -> Dict[str, Any]:
+        cfg = run.cfg
+        if run.epoch % cfg.run.eval_every and run.epoch != cfg.optim.epochs:
+            return {"best_acc1": self.best, "linprobe": self.linprobe}
+        self.last = evaluate(self.engine, self.loader, cfg.test.topk, cfg.model.num_classes)
+        improved = self.last["acc1"] > self.best
+        self.best = max(self.best, self.last["acc1"])
+        run.logger.log_epoch(run.epoch, run.global_step, {**self.last, "best_acc1": self.best}, prefix="val")
+        if improved:
+            extra = {"best_acc1": self.best, "val": self.last, "linprobe": self.linprobe}
+            ckpt.save_checkpoint(self.engine, run.out_dir, "best", client_state(run, self.names, **extra),
+                                 mark_latest=False)
+            run.logger.info(f"new best acc1 {self.best:.2f}: saved {os.path.join(run.out_dir, 'best')}")
+        return {"best_acc1": self.best, "linprobe": self.linprobe}
+
+
 def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume: bool = False,
                  linprobe: bool = False, eval_only: bool = False) -> Dict[str, float]:
     """Train (or with `eval_only` only validate) a classifier; returns the last validation metrics."""
-    from video_mcmae.data.transforms import build_mixup
-
-    if ckpt.is_pretraining_preset(cfg.model.name):
+    if is_pretraining(cfg.model.name):
         raise ConfigError(f"model.name={cfg.model.name!r} is a pretraining model; finetuning needs a classifier preset")
     if eval_only and not (finetune or resume):
         raise ConfigError("--eval needs weights: pass --resume CHECKPOINT or --finetune WEIGHTS")
-    mixup = build_mixup(cfg.aug, cfg.model.num_classes)
-    if not eval_only and mixup is not None and (cfg.optim.batch_size * cfg.data.num_sample) % 2:
-        raise ConfigError("aug.mixup/cutmix need an even batch: make optim.batch_size x data.num_sample even")
     run = start_run(cfg, "" if eval_only else resume, auto_resume, eval_only=eval_only)
     try:
         val = val_loader(cfg, run.info.rank, run.info.world_size)  # data errors surface before the engine starts
         if not eval_only:
             _, loader, steps = train_loader(run, "train")
-        model = ckpt.build_model(cfg.model, linprobe=linprobe)
+        model = build_model(cfg.model, linprobe=linprobe)
         if finetune and run.resume_path is None:
             load_initial_weights(model, finetune, run.logger)
         if linprobe:  # train only the head (BatchNorm + linear) on the frozen encoder
@@ -123,34 +144,11 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
             run.logger.log_epoch(0, 0, metrics, prefix="val")
             return metrics
         resume_engine(run, engine)
-        best = float(run.client.get("best_acc1", float("-inf")))
-        criterion = _criterion(cfg, mixup)
-        last: Dict[str, float] = {}
-
-        def step(engine, batch, generator):
-            x, y = batch
-            x, y = x.to(engine.device, non_blocking=True), y.to(engine.device, non_blocking=True)
-            if mixup is not None:
-                x, y = mixup(x, y)
-            return criterion(engine(x.to(input_dtype(engine))).float(), y)
-
-        def after_epoch(run: Run) -> Dict[str, Any]:
-            nonlocal best, last
-            if run.epoch % cfg.run.eval_every and run.epoch != cfg.optim.epochs:
-                return {"best_acc1": best, "linprobe": linprobe}
-            last = evaluate(engine, val, cfg.test.topk, cfg.model.num_classes)
-            improved = last["acc1"] > best
-            best = max(best, last["acc1"])
-            run.logger.log_epoch(run.epoch, run.global_step, {**last, "best_acc1": best}, prefix="val")
-            if improved:
-                extra = {"best_acc1": best, "val": last, "linprobe": linprobe}
-                ckpt.save_checkpoint(engine, run.out_dir, "best", client_state(run, names, **extra), mark_latest=False)
-                run.logger.info(f"new best acc1 {best:.2f}: saved {os.path.join(run.out_dir, 'best')}")
-            return {"best_acc1": best, "linprobe": linprobe}
-
-        fit(run, engine, optimizer, names, loader, steps, step, after_epoch)
-        run.logger.info(f"done: {run.epoch} epochs, best acc1 {best:.2f}")
-        return last
+        mixup = build_mixup(cfg.aug, cfg.model.num_classes)
+        validation = Validation(engine, val, names, linprobe, float(run.client.get("best_acc1", float("-inf"))))
+        fit(run, engine, optimizer, names, loader, steps, finetune_step(mixup, _criterion(cfg, mixup)), validation)
+        run.logger.info(f"done: {run.epoch} epochs, best acc1 {validation.best:.2f}")
+        return validation.last
     finally:
         run.logger.close()
 

@@ -11,11 +11,11 @@ import torch
 
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
-from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine.deepspeed_config import input_dtype
 from video_mcmae.engine.trainer import (
     Run, add_run_args, config_from_args, fit, make_engine, resume_engine, start_run, train_loader,
 )
+from video_mcmae.models import build_model, is_pretraining
 
 
 def pretrain_step(engine, batch, generator: torch.Generator) -> torch.Tensor:
@@ -26,12 +26,12 @@ def pretrain_step(engine, batch, generator: torch.Generator) -> torch.Tensor:
 
 
 def run_pretrain(cfg: Config, resume: str = "", auto_resume: bool = False) -> Run:
-    if not ckpt.is_pretraining_preset(cfg.model.name):
+    if not is_pretraining(cfg.model.name):
         raise ConfigError(f"model.name={cfg.model.name!r} is a classifier; pretraining needs a *convmae* preset")
     run = start_run(cfg, resume, auto_resume)
     try:
         _, loader, steps = train_loader(run, "pretrain")  # data errors surface before the engine starts
-        engine, optimizer, names = make_engine(run, ckpt.build_model(cfg.model))
+        engine, optimizer, names = make_engine(run, build_model(cfg.model))
         resume_engine(run, engine)
         fit(run, engine, optimizer, names, loader, steps, pretrain_step)
         run.logger.info(f"done: {run.epoch} epochs, global step {run.global_step}")
