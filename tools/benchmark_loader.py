@@ -15,15 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from video_mcmae.config import Config  # noqa: E402
-from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch  # noqa: E402
+from video_mcmae import synthetic
+from video_mcmae.config import Config
+from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
 
 
 def synthetic_list(work_dir: str, num_videos: int, num_frames: int, height: int, width: int):
     """(list path, data root) of a synthetic K400-layout set, rendered unless already there."""
-    from video_mcmae import synthetic
-
     root = Path(work_dir) / f"synthetic_{num_videos}x{num_frames}_{height}x{width}"
     lst = root / "k400" / "train.csv"
     if not lst.exists():

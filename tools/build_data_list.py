@@ -17,11 +17,9 @@ import json
 import os
 import re
 import sys
-from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from video_mcmae.data.lists import DataListError, read_class_names, write_class_names, write_list  # noqa: E402
+from video_mcmae.data.lists import DataListError, read_class_names, write_class_names, write_list
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 

@@ -11,11 +11,9 @@ as in training; or --backend pyav). Writes, next to each other in --out-dir:
 import argparse
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from video_mcmae.data.lists import DataListError, read_list, write_list  # noqa: E402
-from video_mcmae.data.readers import BACKENDS, scan_videos  # noqa: E402
+from video_mcmae.data.lists import DataListError, read_list, write_list
+from video_mcmae.data.readers import BACKENDS, scan_videos
 
 
 def check_list(list_path: str, data_root: str, out_dir: str, backend: str = "decord",

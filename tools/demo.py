@@ -23,16 +23,23 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 from typing import Dict, List, Optional
 
+try:
+    import torch
+
+    from video_mcmae.data.lists import read_list
+    from video_mcmae.engine.distributed import free_port
+except ModuleNotFoundError as err:
+    sys.exit(f"demo: {err.name} cannot be imported by {sys.executable}; run `make demo` (it builds .venv with "
+             "this package installed) or `pip install -e .` into this Python")
+
+# The checkout this script is in: the demo runs its sibling tools and configs.
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TOOLS = os.path.join(REPO, "tools")
-if REPO not in sys.path:  # the demo runs from a checkout: its package is importable without an install
-    sys.path.insert(0, REPO)
 CONFIGS = os.path.join(REPO, "configs", "demo")
 
 # The procedural set: the first 4 classes (moving left/right/up/down, chance 25%), non-square
@@ -46,15 +53,7 @@ class StepFailed(RuntimeError):
     pass
 
 
-def _free_port() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return str(s.getsockname()[1])
-
-
 def _gpu_count() -> int:
-    import torch
-
     return torch.cuda.device_count() if torch.cuda.is_available() else 0
 
 
@@ -71,11 +70,10 @@ class Demo:
         self.env = self._env()
 
     def _env(self) -> Dict[str, str]:
-        # The launcher's children must import the package from this checkout, and a rendezvous
-        # left in our environment must not leak into them.
+        # The steps run this Python (and its deepspeed launcher), so they import the same installed
+        # package; a rendezvous left in our environment must not leak into them.
         env = {k: v for k, v in os.environ.items()
                if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-        env["PYTHONPATH"] = REPO + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         if not self.gpus:
             # One intra-op thread per rank: the ranks (and loader workers) share the cores.
             env.update(DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1")
@@ -106,7 +104,7 @@ class Demo:
         if not os.path.isfile(deepspeed):
             raise StepFailed(f"the DeepSpeed launcher is not at {deepspeed}; run `make demo` (it installs the "
                              "environment) or install deepspeed into this Python")
-        return [deepspeed, "--num_gpus", str(self.ranks), "--master_port", _free_port(), os.path.join(TOOLS, tool)]
+        return [deepspeed, "--num_gpus", str(self.ranks), "--master_port", str(free_port()), os.path.join(TOOLS, tool)]
 
     def data_opts(self) -> List[str]:
         d = self.data
@@ -174,8 +172,6 @@ class Demo:
 
     def test_videos(self, count: int) -> List[str]:
         """The first test video of the first `count` classes."""
-        from video_mcmae.data.lists import read_list
-
         seen, out = set(), []
         for sample in read_list(os.path.join(self.data, "test.csv"), data_root=self.data):
             if sample.label not in seen and len(out) < count:

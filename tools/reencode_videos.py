@@ -14,11 +14,12 @@ import os
 import sys
 from fractions import Fraction
 from multiprocessing import Pool
-from pathlib import Path
 from typing import List, Optional, Tuple
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from video_mcmae.data.lists import DataListError, read_list  # noqa: E402
+import av
+from tqdm import tqdm
+
+from video_mcmae.data.lists import DataListError, read_list
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 
@@ -31,8 +32,6 @@ def output_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
 
 def reencode(src: str, dst: str, short_side: int = 320, crf: int = 23, preset: str = "veryfast") -> str:
     """Re-encode one file; returns 'done', 'skipped' or 'failed: <reason>'."""
-    import av
-
     if os.path.exists(dst) and os.path.getsize(dst) > 0:
         return "skipped"
     os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
@@ -115,8 +114,6 @@ def main(argv=None) -> int:
         return 2
     jobs = [(src, os.path.join(args.out_dir, os.path.splitext(rel)[0] + ".mp4"), args.short_side, args.crf, args.preset)
             for src, rel in pairs]
-    from tqdm import tqdm
-
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures = []
     pool = Pool(args.workers) if args.workers > 0 else None
