@@ -32,7 +32,6 @@ from typing import Callable, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import timm  # noqa: E402
 
 import video_mcmae.models  # noqa: E402,F401  (registers the presets)

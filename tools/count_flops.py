@@ -17,7 +17,6 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from video_mcmae.models import ConvMAEBase  # noqa: E402  (also registers the presets)
 
 DEFAULT_PRESETS = ("videoconvmae_base_patch16", "videoconvmae_base_msd_patch16", "videoconvvit_base_patch16")
