@@ -42,7 +42,8 @@ def _skip_cpu_shm_comm_op() -> None:
     # On the CPU accelerator DeepSpeed JIT-compiles its shared-memory all-reduce op
     # (`deepspeed_shm_comm`, 1-4 min of g++ on a small machine) when the process group starts.
     # gloo does the same reductions, so mark the op unavailable; DeepSpeed keeps this dict
-    # for the life of the process and consults it before building.
+    # for the life of the process and consults it before building. (Called by `init` once
+    # DeepSpeed may be imported.)
     import deepspeed.ops
     from deepspeed.ops.op_builder.cpu.comm import ShareMemCommBuilder
 
@@ -64,6 +65,7 @@ def init(device: str = "auto", timeout_minutes: int = 30) -> DistInfo:
         os.environ.setdefault("MASTER_PORT", str(free_port()))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
 
+    # Imported only now: importing DeepSpeed fixes its accelerator, which reads DS_ACCELERATOR.
     import deepspeed
     from deepspeed.accelerator import get_accelerator
 

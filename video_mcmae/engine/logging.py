@@ -63,6 +63,7 @@ class TrainLogger:
             os.makedirs(out_dir, exist_ok=True)
             self.jsonl = open(os.path.join(out_dir, "log.jsonl"), "a", encoding="utf-8")
             if tensorboard:
+                # Heavy import, needed only by runs that log to TensorBoard (run.tensorboard=true).
                 from torch.utils.tensorboard import SummaryWriter
 
                 self.tb = SummaryWriter(log_dir=os.path.join(out_dir, "tensorboard"))
