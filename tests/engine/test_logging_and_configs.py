@@ -38,7 +38,7 @@ CONFIGS = sorted(p for p in glob.glob(os.path.join(REPO, "configs", "**", "*.yam
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: os.path.relpath(p, REPO))
 def test_shipped_configs_name_their_source_and_build(path):
     with open(path, encoding="utf-8") as f:
-        assert "RECIPES.md" in f.read().split("\n\n")[0]
+        assert "docs/recipes.md" in f.read().split("\n\n")[0]
     cfg = load_config(path, ["model.kwargs={device: meta}"])
     where = os.path.basename(os.path.dirname(path))
     if where == "pretrain" or os.path.basename(path).startswith("pretrain"):
