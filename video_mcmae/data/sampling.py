@@ -1,4 +1,4 @@
-"""Frame-index sampling (RECIPES.md §2, the "ours" variants) and test-crop placement.
+"""Frame-index sampling (docs/recipes.md#frame-sampling, the "ours" variants) and test-crop placement.
 
 Pure functions of the frame count N; random ones take a `random.Random`. Every function returns
 int64 indices in [0, N). Notation: F frames per clip, r the frame stride.

@@ -1,4 +1,4 @@
-"""Clip transforms (RECIPES.md §3): decoded uint8 frames (T, H, W, 3) -> float32 (C, T, H, W).
+"""Clip transforms (docs/recipes.md#augmentation): decoded uint8 frames (T, H, W, 3) -> float32 (C, T, H, W).
 
 Geometry, flips and normalisation run on uint8 torch tensors (T, C, H, W) with
 torchvision.transforms.v2.functional, one call for the whole clip. Random parameters come from a
