@@ -6,8 +6,10 @@
 #   OUT=/tmp/gpu bash tools/gpu_checks.sh            # everything (~10 min on an H100)
 #   bash tools/gpu_checks.sh quick                   # tests + kernel micro-benchmark only
 #
-# The GPU image has no pytest (../shared/GPU.md): put pytest, pluggy, iniconfig and packaging
-# wheels in .whl next to the others; this script installs .whl into .site when it exists.
+# An offline GPU image may lack pytest and this project's dependencies: put their wheels (pytest,
+# pluggy, iniconfig, packaging and the others) in .whl; this script installs .whl into .site when
+# it exists and puts .site and the checkout on PYTHONPATH, so the tools import the package from
+# here without an install.
 set -u
 cd "$(dirname "$0")/.."
 OUT=${OUT:-output/gpu_checks}

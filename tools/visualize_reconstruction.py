@@ -8,11 +8,11 @@ W is anything `video_mcmae.api.load` reads for a pretraining model: exported wei
 with `--preset` (and `--num-frames` / `--img-size` when they differ from the preset's defaults).
 
 The clip is read like a validation clip (the dataset kind's validation sampling, short side
-resize, centre crop). The model predicts every masked cube in its normalised target space
-(per cube and channel standardised, RECIPES.md §4); the statistics of the original clip's cubes
-turn the prediction back into pixels. The reconstruction panel shows the prediction where the
-model saw nothing and the original where it was visible; the error panel shows |reconstruction
-- original| (zero where visible), brightened by --error-gain.
+resize, centre crop). The model predicts every masked cube in its normalised target space (per
+cube and channel standardised, docs/recipes.md#masking-and-targets); the statistics of the
+original clip's cubes turn the prediction back into pixels. The reconstruction panel shows the
+prediction where the model saw nothing and the original where it was visible; the error panel
+shows |reconstruction - original| (zero where visible), brightened by --error-gain.
 
 Writes <out>/<name>_recon.mp4 (H.264), <name>_recon.gif and <name>_recon.png (a grid: one row
 per frame, the four panels side by side, a title strip on top).
