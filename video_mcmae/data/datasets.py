@@ -37,7 +37,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_co
 from .lists import DataListError, Sample, read_class_names, read_list
 from .readers import VideoReadError, open_video, scan_videos
 from .samplers import PaddedContiguousSampler
-from .sampling import sample_indices
+from .sampling import DATASET_SAMPLING, sample_indices
 from .transforms import (
     EvalTransform,
     PretrainTransform,
@@ -390,7 +390,7 @@ def build_dataset(cfg, split: str, scan_progress: bool = False):
 
     samples = read_list(list_path, num_classes, d.data_root or None)
     common = dict(backend=d.reader, fallback=d.reader == "decord")
-    sampling = "segment" if d.dataset == "ssv2" else "dense"
+    sampling = DATASET_SAMPLING[d.dataset]
     if split == "pretrain":
         transform = PretrainTransform(size, d.mean, d.std, a.pretrain_scales)
         ds = PretrainDataset(samples, num_frames=m.num_frames, sampling_rate=d.sampling_rate,

@@ -20,6 +20,9 @@ from typing import List, Tuple
 
 import numpy as np
 
+# The frame sampling of each video dataset kind (`data.dataset`); image datasets have none.
+DATASET_SAMPLING = {"k400": "dense", "ssv2": "segment"}
+
 
 def _check(num_frames: int, clip_len: int, rate: int = 1) -> None:
     if num_frames <= 0:
