@@ -1,0 +1,238 @@
+"""Reading weights from a path: the one place where checkpoint folders and weights files are opened.
+
+`read_weights(path)` gives a `Weights` (state dict, recorded config, preset) for any of:
+
+- an export of tools/export_weights.py: `<stem>.safetensors` with `<stem>.json` beside it
+  (format tag, preset name, model and data config, epoch, source);
+- a DeepSpeed checkpoint: a tag folder holding `mp_rank_00_model_states.pt` (`out/epoch-0005`),
+  or a run's output dir whose `latest` file names one; the weights are consolidated to fp32
+  for ZeRO stages 0/1/2 without an engine or a GPU;
+- a state dict file: `.safetensors`, or `.pth`/`.pt` read with `weights_only=True`, optionally
+  wrapped as `{'model': ...}` / `{'module': ...}` (official checkpoints) and with a DDP
+  `module.` prefix.
+
+Torch files are read here with `weights_only=True`; the optimizer shards of a ZeRO checkpoint
+are read by DeepSpeed's `zero_to_fp32`. Writing checkpoints and exports is `engine/checkpoint.py`.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+LATEST = "latest"
+MODEL_STATES = "mp_rank_00_model_states.pt"
+ZERO_OPTIM_STATES = "*zero_pp_rank_*optim_states.pt"
+EXPORT_FORMAT = "video_mcmae-weights-v1"
+FORMS = ("export", "checkpoint", "state_dict")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint path or file that cannot be used as asked (message says why and what to do)."""
+
+
+@dataclass
+class Weights:
+    """What a path holds: tensors by parameter/buffer name and what was recorded beside them."""
+
+    state_dict: Dict[str, torch.Tensor]
+    form: str  # 'export', 'checkpoint' or 'state_dict'
+    preset: Optional[str] = None  # the model preset they were trained as, when recorded
+    # The recorded run config: a checkpoint's whole config, an export's 'model' (and 'data')
+    # sections; empty for a bare state dict.
+    config: Dict[str, Any] = field(default_factory=dict)
+    # The rest of the record: the export's .json, or a checkpoint's epoch, global_step, linprobe.
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def linprobe(self) -> bool:
+        """Trained with the linear-probe head (BatchNorm + linear)."""
+        return bool(self.meta.get("linprobe", False))
+
+
+def read_weights(path: str, accept: Sequence[str] = FORMS) -> Weights:
+    """The weights at `path`, in any of the `accept`ed forms ('export', 'checkpoint', 'state_dict').
+
+    A folder is a DeepSpeed checkpoint. A `.safetensors` with a video_mcmae `.json` beside it is
+    an export. Other files are state dicts. Without 'state_dict', files must be exports; with
+    only 'checkpoint', every path is taken as a checkpoint (and refused naming what one holds).
+    """
+    path = os.fspath(path)
+    if "checkpoint" in accept and (os.path.isdir(path) or tuple(accept) == ("checkpoint",)):
+        return _read_checkpoint(path)
+    sf_path, json_path = export_paths(path)
+    if "state_dict" not in accept:
+        return _read_export(sf_path, json_path)
+    if "export" in accept and path == sf_path and os.path.isfile(json_path):
+        info = _read_export_info(json_path)
+        if info.get("format") == EXPORT_FORMAT:  # another tool's .json beside a state dict: not ours
+            return _export(sf_path, info)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"weights not found: {path!r}; give exported weights (.safetensors with its .json), a DeepSpeed "
+            "checkpoint folder (or a run dir with 'latest'), or a state dict file (.pth, .pt, .safetensors)")
+    return Weights(read_state_dict_file(path), "state_dict")
+
+
+# ---------------------------------------------------------------------------------------------
+# State dicts
+
+
+def unwrap_state_dict(source: Any, path: str = "") -> Dict[str, torch.Tensor]:
+    """The tensors of `source`, unwrapping `{'model': ...}` / `{'module': ...}` and a DDP `module.` prefix."""
+    while isinstance(source, dict) and ("model" in source or "module" in source):
+        source = source["model"] if "model" in source else source["module"]
+    if not isinstance(source, dict) or not all(isinstance(v, torch.Tensor) for v in source.values()):
+        where = f"{path}: " if path else ""
+        raise CheckpointError(f"{where}weights must be a state dict of tensors (optionally wrapped in "
+                              "{'model': ...} or {'module': ...})")
+    if source and all(k.startswith("module.") for k in source):
+        source = {k[len("module."):]: v for k, v in source.items()}
+    return dict(source)
+
+
+def read_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
+    """A `.safetensors` file, or a `.pth`/`.pt` file read with `weights_only=True` (no code runs)."""
+    if path.endswith(".safetensors"):
+        try:
+            source = load_file(path)
+        except SafetensorError as err:
+            raise CheckpointError(f"cannot read {path} as a safetensors file ({err}); is the file complete?") from None
+    else:
+        try:
+            source = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # any unpickling failure: name the file instead of a pickle traceback
+            raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint ({err}); "
+                                  "export plain tensors (e.g. with safetensors) and load those") from None
+    return unwrap_state_dict(source, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Exports (written by engine/checkpoint.export_weights)
+
+
+def export_paths(path: str) -> Tuple[str, str]:
+    """(`<stem>.safetensors`, `<stem>.json`) of an export named with or without its extension."""
+    stem = path[: -len(".safetensors")] if path.endswith(".safetensors") else path
+    return stem + ".safetensors", stem + ".json"
+
+
+def _read_export_info(json_path: str) -> Dict[str, Any]:
+    try:
+        with open(json_path, "r", encoding="utf-8") as f:
+            info = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"cannot read {json_path!r} as JSON ({err}); export again with "
+                              "tools/export_weights.py") from None
+    return info if isinstance(info, dict) else {}
+
+
+def _read_export(sf_path: str, json_path: str) -> Weights:
+    for p in (sf_path, json_path):
+        if not os.path.isfile(p):
+            raise CheckpointError(f"exported weights need {p!r}; export with tools/export_weights.py")
+    info = _read_export_info(json_path)
+    if info.get("format") != EXPORT_FORMAT:
+        raise CheckpointError(f"{json_path!r} is not a video_mcmae export (format {info.get('format')!r})")
+    return _export(sf_path, info)
+
+
+def _export(sf_path: str, info: Dict[str, Any]) -> Weights:
+    config = {"model": info["model"], **({"data": info["data"]} if info.get("data") else {})}
+    return Weights(read_state_dict_file(sf_path), "export", info["preset"], config, info)
+
+
+# ---------------------------------------------------------------------------------------------
+# DeepSpeed checkpoint folders (written by engine/checkpoint.save_checkpoint)
+
+
+def is_complete(ckpt_dir: str) -> bool:
+    return os.path.isfile(os.path.join(ckpt_dir, MODEL_STATES))
+
+
+def read_latest(out_dir: str) -> Optional[str]:
+    """The tag `latest` names, if it points at a complete checkpoint."""
+    path = os.path.join(out_dir, LATEST)
+    if not os.path.isfile(path):
+        return None
+    with open(path, "r", encoding="utf-8") as f:
+        tag = f.read().strip()
+    return tag if tag and is_complete(os.path.join(out_dir, tag)) else None
+
+
+def resolve_checkpoint(path: str) -> Tuple[str, str]:
+    """(load_dir, tag) for a tag folder (`out/epoch-0005`) or a run's output dir (uses `latest`)."""
+    path = os.path.abspath(path)
+    if is_complete(path):
+        return os.path.dirname(path), os.path.basename(path)
+    if os.path.isdir(path):
+        tag = read_latest(path)
+        if tag is not None:
+            return path, tag
+    raise CheckpointError(
+        f"{path!r} is not a complete DeepSpeed checkpoint: give a tag folder holding {MODEL_STATES} "
+        f"(e.g. output/epoch-0005) or a run's output dir with a '{LATEST}' file"
+    )
+
+
+def read_model_states(ckpt_dir: str, mmap: bool = False) -> Dict[str, Any]:
+    """The model-states file of a tag folder (module weights and our client state)."""
+    path = os.path.join(ckpt_dir, MODEL_STATES)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:  # truncated copies, foreign pickles: say which file and why
+        raise CheckpointError(f"cannot read {path!r} as a DeepSpeed model-states file ({e}); "
+                              "is the checkpoint complete?") from None
+
+
+def _stage0_masters(states: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
+    """fp32 master weights of a non-ZeRO half-precision checkpoint, named by the optimizer's
+    parameter order that we saved in the client state (`param_names`)."""
+    opt, names = states.get("optimizer") or {}, states.get("param_names")
+    if not names:
+        return None
+    module = states["module"]
+    if "fp32_groups" in opt:  # unfused half-precision optimizer: one tensor per parameter
+        tensors = [t for group in opt["fp32_groups"] for t in group]
+    elif "fp32_groups_flat" in opt:  # fused: one flat tensor per group
+        tensors = []
+        for flat, group in zip(opt["fp32_groups_flat"], names):
+            sizes = [module[n].numel() for n in group]
+            tensors += [t.view(module[n].shape) for t, n in zip(flat.split(sizes), group)]
+    else:
+        return None
+    flat_names = [n for group in names for n in group]
+    return dict(zip(flat_names, tensors)) if len(flat_names) == len(tensors) else None
+
+
+def consolidated_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """fp32 weights of any ZeRO stage 0/1/2 checkpoint (tag folder or output dir) and its client
+    state, without DeepSpeed engines or GPUs."""
+    load_dir, tag = resolve_checkpoint(path)
+    ckpt_dir = os.path.join(load_dir, tag)
+    states = read_model_states(ckpt_dir)
+    # The module state holds every parameter and buffer in the engine's precision (frozen ones
+    # only there under ZeRO-1); the optimizer's fp32 masters replace the trained ones.
+    weights = dict(states["module"])
+    if glob.glob(os.path.join(ckpt_dir, ZERO_OPTIM_STATES)):
+        # deepspeed is heavy to import (accelerator probing) and only ZeRO folders need it
+        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+        weights.update(get_fp32_state_dict_from_zero_checkpoint(load_dir, tag=tag))
+    elif any(t.is_floating_point() and t.dtype != torch.float32 for t in weights.values()):
+        weights.update(_stage0_masters(states) or {})
+    out = {k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous() for k, v in weights.items()}
+    meta = {k: states[k] for k in ("epoch", "global_step", "config", "linprobe") if k in states}
+    return out, meta
+
+
+def _read_checkpoint(path: str) -> Weights:
+    state, meta = consolidated_state_dict(path)
+    config = meta.pop("config", None) or {}
+    return Weights(state, "checkpoint", (config.get("model") or {}).get("name"), config, meta)
