@@ -1,0 +1,57 @@
+"""Multi-view test: per-rank logits keyed by view, an exact merge across ranks, metrics, report.
+
+Every test video is seen through `T x S` views (temporal view t, spatial crop s).
+
+- `shards`: each rank keeps its logits keyed by `(video_index, temporal_view, spatial_view)`
+  (`ViewCollector`) and writes them, with the test manifest, as a shard file; `gather_shards`
+  collects every rank's shard over `torch.distributed`.
+- `merge`: `merge_views` de-duplicates sampler padding by the exact key, checks that every view of
+  every readable video is there, excludes unreadable videos explicitly and averages per video;
+  the result does not depend on the world size or the order of the shards.
+- `report`: `compute_metrics`, `format_report` and `write_report` (CSV, PNG, summary.json).
+- `run`: the model and weights under test, the autocast policy, `run_test` / `merge_shards` and
+  the two command-line entry points (tools/test_multiview.py, tools/merge_multiview.py).
+"""
+from .merge import MAX_LISTED, MergedViews, merge_views
+from .report import (
+    PLOT_MAX_CLASSES,
+    compute_metrics,
+    confusion_matrix,
+    effective_topk,
+    format_report,
+    ranked_classes,
+    write_report,
+)
+from .run import (
+    autocast_dtype,
+    collect_views,
+    load_test_model,
+    merge_cli,
+    merge_shards,
+    resolve_output_dir,
+    run_test,
+    run_test_cli,
+)
+from .shards import (
+    SHARD_FORMAT,
+    SHARD_PATTERN,
+    MultiViewError,
+    ViewCollector,
+    ViewManifest,
+    gather_shards,
+    load_shards,
+    make_shard,
+    remove_shards,
+    save_shard,
+    shard_path,
+)
+
+__all__ = [
+    "MAX_LISTED", "MergedViews", "merge_views",
+    "PLOT_MAX_CLASSES", "compute_metrics", "confusion_matrix", "effective_topk", "format_report", "ranked_classes",
+    "write_report",
+    "autocast_dtype", "collect_views", "load_test_model", "merge_cli", "merge_shards", "resolve_output_dir",
+    "run_test", "run_test_cli",
+    "SHARD_FORMAT", "SHARD_PATTERN", "MultiViewError", "ViewCollector", "ViewManifest", "gather_shards",
+    "load_shards", "make_shard", "remove_shards", "save_shard", "shard_path",
+]

@@ -1,0 +1,185 @@
+"""The multi-view test run (tools/test_multiview.py) and the offline merge (tools/merge_multiview.py):
+the model and its weights, the autocast policy, the per-rank evaluation, the report."""
+from __future__ import annotations
+
+import argparse
+import os
+import uuid
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import torch
+from tqdm import tqdm
+
+from video_mcmae.cli import run_cli
+from video_mcmae.config import ModelConfig, add_config_args, load_config
+from video_mcmae.data.datasets import build_dataset, build_loader
+from video_mcmae.engine import distributed
+from video_mcmae.models import build_model, is_pretraining
+from video_mcmae.weights import read_weights
+
+from .merge import MergedViews, merge_views
+from .report import compute_metrics, format_report, write_report
+from .shards import (
+    MultiViewError,
+    ViewCollector,
+    ViewManifest,
+    gather_shards,
+    load_shards,
+    make_shard,
+    remove_shards,
+    save_shard,
+)
+
+# A merge error is raised on rank 0 only and a rank's own failure on that rank: the raising rank
+# prints it (config and path errors hit every rank alike and are printed by rank 0).
+RANK_ERRORS = (MultiViewError,)
+
+
+_MODEL_FIELDS = ("name", "num_classes", "num_frames", "img_size", "tubelet_size")
+
+
+def _check_model_config(saved: Dict[str, Any], cfg_model, path: str) -> None:
+    for key in _MODEL_FIELDS:
+        if key in saved and saved[key] != getattr(cfg_model, key):
+            raise MultiViewError(
+                f"checkpoint {path!r} was trained with model.{key}={saved[key]!r} but the config says "
+                f"{getattr(cfg_model, key)!r}; test with the run's config (config.yaml in its output dir) "
+                f"or --opt model.{key}={saved[key]}")
+
+
+def load_test_model(cfg, path: str) -> torch.nn.Module:
+    """The classifier of `cfg.model` with the weights of a DeepSpeed checkpoint (tag folder or run
+    dir with `latest`) or of exported `.safetensors` weights; checked against the config."""
+    if is_pretraining(cfg.model.name):
+        raise MultiViewError(f"model.name={cfg.model.name!r} is a pretraining model; multi-view testing "
+                             "needs a classifier preset (videoconvvit_*) and finetuned weights")
+    if os.path.isfile(path) and not path.endswith(".safetensors"):
+        raise MultiViewError(f"--checkpoint {path!r}: a file must be exported weights (.safetensors, "
+                             "from tools/export_weights.py); DeepSpeed checkpoints are folders")
+    if not path.endswith(".safetensors") and not os.path.isdir(path):
+        raise MultiViewError(f"--checkpoint {path!r} not found; give a DeepSpeed checkpoint folder "
+                             "(output/epoch-0100, or the run dir with 'latest') or exported .safetensors")
+    weights = read_weights(path, accept=("export", "checkpoint"))
+    _check_model_config(weights.config.get("model", {}), cfg.model, path)
+    # An export is built as it was exported (its own model config: pooling, head options).
+    model_cfg = ModelConfig(**weights.config["model"]) if weights.form == "export" else cfg.model
+    model = build_model(model_cfg, linprobe=weights.linprobe)
+    missing, unexpected = model.load_state_dict(weights.state_dict, strict=False)
+    if missing or unexpected:
+        raise MultiViewError(f"checkpoint {path!r} does not fit {cfg.model.name}: missing {sorted(missing)[:5]}, "
+                             f"unexpected {sorted(unexpected)[:5]}; test with the run's own config")
+    return model
+
+
+def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype]:
+    """Autocast dtype on a GPU for `deepspeed.precision`; None (fp32) on the CPU and for fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return None
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise MultiViewError("deepspeed.precision=bf16 but this GPU has no bf16; use --opt deepspeed.precision=fp16")
+    return torch.bfloat16 if precision == "bf16" else torch.float16
+
+
+@torch.no_grad()
+def collect_views(model: torch.nn.Module, loader, device: torch.device, dtype: Optional[torch.dtype],
+                  progress: bool = False) -> Tuple[ViewCollector, str]:
+    """Logits of every view this rank's loader yields. A failure (a file that passed the scan
+    but breaks mid-decode, an out-of-memory) ends the loop and is returned as a message, so this
+    rank still joins the gather and the merge reports it instead of the other ranks hanging."""
+    model.eval()
+    collector = ViewCollector()
+    try:
+        for clip, label, video, t, s in tqdm(loader, desc="test views", unit="batch", disable=not progress,
+                                             dynamic_ncols=True):
+            clip = clip.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                logits = model(clip)
+            collector.add(logits.float(), label, video, t, s)
+    except Exception as e:  # re-raised as a MultiViewError by the merge, naming this rank
+        return collector, f"{type(e).__name__}: {e}"
+    return collector, ""
+
+
+def _report(merged: MergedViews, topk: Sequence[int], out_dir: str) -> Dict[str, Any]:
+    metrics = compute_metrics(merged, topk)
+    paths = write_report(merged, metrics, out_dir)
+    print(format_report(merged, metrics), flush=True)
+    others = ", ".join(os.path.basename(p) for k, p in paths.items() if k != "summary")
+    print(f"report: {os.path.abspath(paths['summary'])} (+ {others})", flush=True)
+    return metrics
+
+
+def resolve_output_dir(cfg) -> str:
+    return cfg.test.output_dir or os.path.join(cfg.run.output_dir, "test")
+
+
+def run_test(cfg, checkpoint: str) -> Optional[Dict[str, Any]]:
+    """Evaluate every view of the test list on every rank, write shards, merge, report (rank 0).
+    Returns the metrics on rank 0, None elsewhere."""
+    info = distributed.init(cfg.run.device)
+    out_dir = resolve_output_dir(cfg)
+    shard_dir = os.path.join(out_dir, "shards")
+    model = load_test_model(cfg, checkpoint)
+    if cfg.model.compile:
+        model = torch.compile(model)
+    model.to(info.device)
+    dtype = autocast_dtype(cfg.deepspeed.precision, info.device)
+    dataset = build_dataset(cfg, "test", scan_progress=info.is_main)
+    loader = build_loader(cfg, "test", dataset, info.rank, info.world_size)
+    manifest = ViewManifest(paths=[s.path for s in dataset.samples], labels=[s.label for s in dataset.samples],
+                            num_temporal_views=dataset.num_temporal_views,
+                            num_spatial_views=dataset.num_spatial_crops, num_classes=cfg.model.num_classes)
+    if info.is_main:
+        precision = str(dtype or torch.float32).replace("torch.", "")
+        if dtype is None and cfg.deepspeed.precision != "fp32":
+            precision += f" (deepspeed.precision={cfg.deepspeed.precision} applies on GPUs only)"
+        print(f"multi-view test: {len(dataset.samples)} videos ({len(dataset.excluded)} unreadable) x "
+              f"{manifest.num_temporal_views} temporal x {manifest.num_spatial_views} spatial views on "
+              f"{info.world_size} rank(s), {info.device}, {precision}", flush=True)
+        remove_shards(shard_dir)
+    run_id = distributed.broadcast_object(uuid.uuid4().hex)
+    distributed.barrier()  # old shards are gone before any rank writes
+    collector, error = collect_views(model, loader, info.device, dtype, progress=info.is_main)
+    meta = {"checkpoint": os.path.abspath(checkpoint), "config": cfg.to_dict(),
+            "class_names": getattr(dataset, "class_names", None)}
+    shard = make_shard(collector, manifest, rank=info.rank, world_size=info.world_size, run_id=run_id,
+                       unreadable={i: reason for i, _, reason in dataset.excluded}, meta=meta, error=error)
+    save_shard(shard, shard_dir)
+    shards = gather_shards(shard)
+    if not info.is_main:
+        if error:
+            raise MultiViewError(f"rank {info.rank} stopped early: {error}")
+        return None
+    return _report(merge_views(shards, cfg.test.average), cfg.test.topk, out_dir)
+
+
+def merge_shards(shard_dir: str, out_dir: str = "", average: str = "") -> Dict[str, Any]:
+    """Offline merge of a shard folder; `average`/topk default to the run's test config."""
+    shards = load_shards(shard_dir)
+    test_cfg = (shards[0].get("meta", {}).get("config") or {}).get("test", {})
+    merged = merge_views(shards, average or test_cfg.get("average", "softmax"))
+    out = out_dir or os.path.dirname(os.path.abspath(shard_dir))
+    return _report(merged, test_cfg.get("topk", [1, 5]), out)
+
+
+def run_test_cli(argv: Optional[List[str]] = None) -> int:
+    parser = add_config_args(argparse.ArgumentParser(description="Multi-view test of a finetuned VideoConvViT"))
+    parser.add_argument("--checkpoint", required=True, metavar="PATH",
+                        help="DeepSpeed checkpoint folder (tag folder, or run dir with 'latest') "
+                             "or exported .safetensors")
+    parser.add_argument("--output_dir", default="", help="shorthand for --opt test.output_dir=...")
+    # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
+    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    opts = list(args.opt) + ([f"test.output_dir={args.output_dir}"] if args.output_dir else [])
+    return run_cli(lambda: run_test(load_config(args.config, opts), args.checkpoint), rank_errors=RANK_ERRORS)
+
+
+def merge_cli(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description="Merge the per-rank shards of a multi-view test offline")
+    parser.add_argument("--shards", required=True, metavar="DIR", help="the `shards` folder of a test run")
+    parser.add_argument("--output_dir", default="", help="where the report goes (default: the folder above DIR)")
+    parser.add_argument("--average", choices=("softmax", "logits"), default="",
+                        help="merge rule (default: the run's test.average)")
+    args = parser.parse_args(argv)
+    return run_cli(lambda: merge_shards(args.shards, args.output_dir, args.average), rank_errors=RANK_ERRORS)
