@@ -12,9 +12,9 @@ import timm
 import torch
 
 from video_mcmae import api
-from video_mcmae.config import load_config
+from video_mcmae.config import DataConfig, load_config
 from video_mcmae.data.datasets import build_dataset
-from video_mcmae.engine.checkpoint import EXPORT_FORMAT
+from video_mcmae.weights import EXPORT_FORMAT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GEOMETRY = dict(num_frames=8, img_size=32)
@@ -138,6 +138,17 @@ def test_export_with_its_data_config_picks_the_sampling(tmp_path, synthetic_data
     settings = api.load(stem + ".safetensors").settings
     assert (settings.dataset, settings.short_side_size, settings.sampling_rate) == ("ssv2", 40, 3)
     assert api.load(stem + ".safetensors", dataset="k400").settings.dataset == "k400"  # an argument wins
+
+
+def test_settings_are_the_run_data_config(classifier_export):
+    """Without a recorded data section: DataConfig defaults, the short side is the crop side, and
+    the reader is the keyword's; an image dataset kind has no video sampling."""
+    path, _ = classifier_export
+    settings = api.load(path).settings
+    assert isinstance(settings, DataConfig)
+    assert (settings.dataset, settings.sampling_rate, settings.short_side_size, settings.reader) == ("k400", 4, 32, "pyav")
+    with pytest.raises(api.ApiError, match="choose 'k400' \\(dense sampling\\) or 'ssv2'"):
+        api.load(path, dataset="image")
 
 
 def test_missing_input_file_is_named(classifier_export, tmp_path):

@@ -6,32 +6,35 @@
     model.predict("video.webm", k=3)      # [Prediction(label=1, name='moving_right', prob=0.97), ...]
     feats = model.features("video.webm")  # {'pooled': (C3,), 'stage1'/'stage2'/'stage3': (C, T, H, W)}
 
-Weights are any of: exported weights (`tools/export_weights.py`: `.safetensors` + `.json`), a
-DeepSpeed checkpoint (a tag folder such as `out/epoch-0005`, or a run's output dir), or a plain
-state dict (`.pth` / `.safetensors`) together with `preset=`. A video is read with the dataset
-kind's validation sampling (`data.sampling`: segment centres for SSv2, the centre dense clip for
-Kinetics) and the validation transform (short side resize, centre crop, normalisation), exactly
+Weights are anything `video_mcmae.weights.read_weights` reads: exported weights
+(`tools/export_weights.py`: `.safetensors` + `.json`), a DeepSpeed checkpoint (a tag folder such as
+`out/epoch-0005`, or a run's output dir), or a plain state dict (`.pth` / `.safetensors`) together
+with `preset=`. A video is read with the dataset kind's validation sampling
+(`data.sampling.DATASET_SAMPLING`: segment centres for SSv2, the centre dense clip for Kinetics)
+and the validation transform (short side resize, centre crop, normalisation), exactly
 as the validation loader sees it. Still images are repeated over the clip's frames.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
-from video_mcmae.config import IMAGENET_MEAN, IMAGENET_STD, ModelConfig
+from video_mcmae.config import DataConfig, ModelConfig
 from video_mcmae.data.lists import read_class_names
 from video_mcmae.data.readers import open_video
-from video_mcmae.data.sampling import sample_indices
+from video_mcmae.data.sampling import DATASET_SAMPLING, sample_indices
 from video_mcmae.data.transforms import EvalTransform
-from video_mcmae.engine import checkpoint as ckpt
+from video_mcmae.models import PRESETS, build_model, is_pretraining, load_pretrained
+from video_mcmae.weights import Weights, read_weights
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-SAMPLING = {"k400": "dense", "ssv2": "segment"}
 
 
 class ApiError(ValueError):
@@ -45,32 +48,18 @@ class Prediction:
     prob: float
 
 
-@dataclass(frozen=True)
-class DataSettings:
-    """How a video becomes the model's input (the validation path of `video_mcmae.data`)."""
-
-    dataset: str = "k400"  # 'k400' (dense sampling) or 'ssv2' (segment sampling)
-    sampling_rate: int = 4  # dense sampling stride
-    short_side_size: Optional[int] = None  # resize target before the centre crop; None = the crop size
-    mean: Sequence[float] = tuple(IMAGENET_MEAN)
-    std: Sequence[float] = tuple(IMAGENET_STD)
-    reader: str = "pyav"
-
-
-def read_frames(path: str, num_frames: int, settings: DataSettings) -> np.ndarray:
+def read_frames(path: str, num_frames: int, settings: DataConfig) -> np.ndarray:
     """uint8 (T, H, W, 3) frames of a video (validation sampling) or an image repeated T times."""
     if not os.path.isfile(path):
         raise ApiError(f"input not found: {path!r}; give a video or image file")
     if path.lower().endswith(IMAGE_EXTENSIONS):
-        from PIL import Image
-
         with Image.open(path) as im:
             frame = np.asarray(im.convert("RGB"))
         return np.repeat(frame[None], num_frames, axis=0)
-    if settings.dataset not in SAMPLING:
-        raise ApiError(f"dataset={settings.dataset!r} has no video sampling; use one of {', '.join(SAMPLING)}")
+    if settings.dataset not in DATASET_SAMPLING:
+        raise ApiError(f"dataset={settings.dataset!r} has no video sampling; use one of {', '.join(DATASET_SAMPLING)}")
     with open_video(path, settings.reader, fallback=settings.reader == "decord") as reader:
-        idx = sample_indices(SAMPLING[settings.dataset], "val", reader.num_frames, num_frames,
+        idx = sample_indices(DATASET_SAMPLING[settings.dataset], "val", reader.num_frames, num_frames,
                              settings.sampling_rate)[0]
         return reader.get_frames(idx)
 
@@ -83,12 +72,11 @@ def input_geometry(model: nn.Module):
     return (size[0] if len(size) == 3 else None), size[-1]
 
 
-def prepare_clip(frames: np.ndarray, model: nn.Module, settings: DataSettings) -> torch.Tensor:
+def prepare_clip(frames: np.ndarray, model: nn.Module, settings: DataConfig) -> torch.Tensor:
     """(1, 3, T, H, W) for video models or (1, 3, H, W) for image models: the validation
     transform (short side resize, centre crop, normalisation)."""
     num_frames, side = input_geometry(model)
-    short = settings.short_side_size or side
-    clip = EvalTransform(side, short, settings.mean, settings.std, num_crops=1)(frames)
+    clip = EvalTransform(side, settings.short_side_size, settings.mean, settings.std, num_crops=1)(frames)
     if num_frames is None:
         return clip[:, clip.shape[1] // 2][None]
     return clip[None]
@@ -105,7 +93,7 @@ class LoadedModel:
     """A model in eval mode with everything needed to feed it a video file."""
 
     model: nn.Module
-    settings: DataSettings
+    settings: DataConfig  # the validation path's fields: dataset, sampling_rate, short_side_size, mean, std, reader
     preset: str
     class_names: Optional[List[str]] = None
     trained_head: bool = True  # False when the head was not in the weights (features only)
@@ -122,7 +110,7 @@ class LoadedModel:
         return prepare_clip(frames, self.model, self.settings).to(self.device)
 
     def _classifier(self) -> nn.Module:
-        if not hasattr(self.model, "forward_features"):
+        if is_pretraining(self.model):
             raise ApiError(f"{self.preset} is a pretraining model; load it with preset=<a classifier such as "
                            f"{self.preset.replace('convmae', 'convvit')}> to get features, or finetune it to predict")
         return self.model
@@ -151,38 +139,32 @@ class LoadedModel:
                 for p, i in zip(top.values, top.indices)]
 
 
-def _data_settings(config: Optional[Dict], overrides: Dict) -> DataSettings:
-    data = dict((config or {}).get("data") or {})
-    known = {k: data[k] for k in ("dataset", "sampling_rate", "short_side_size", "mean", "std") if k in data}
-    if data.get("dataset") == "image":
-        known.pop("dataset")
-    known.update({k: v for k, v in overrides.items() if v is not None})
-    if known.get("dataset", "k400") not in SAMPLING:
-        raise ApiError(f"dataset={known['dataset']!r}: choose 'k400' (dense sampling) or 'ssv2' (segment sampling)")
-    return DataSettings(**known)
+def _data_config(recorded: Dict[str, Any], side: int, overrides: Dict[str, Any]) -> DataConfig:
+    """The run's recorded data section (if any) with the keyword overrides; the short side
+    defaults to the crop side."""
+    names = {f.name for f in dataclasses.fields(DataConfig)}
+    data = {k: v for k, v in recorded.items() if k in names}
+    if data.get("dataset") == "image":  # an image run records no video sampling: videos get the default
+        del data["dataset"]
+    data.setdefault("short_side_size", side)
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if data.get("dataset", DataConfig.dataset) not in DATASET_SAMPLING:
+        raise ApiError(f"dataset={data['dataset']!r}: choose 'k400' (dense sampling) or 'ssv2' (segment sampling)")
+    return DataConfig(**data)
 
 
-def _read_weights(weights: str):
-    """(state dict, meta with the run config if known, preset name if known)."""
-    from video_mcmae.models.pretrained import read_state_dict
+def _read(weights: str) -> Weights:
+    try:
+        return read_weights(weights)
+    except FileNotFoundError as e:
+        raise ApiError(f"{e}; a state dict file also needs preset=") from None
 
-    if os.path.isdir(weights):
-        state, meta = ckpt.consolidated_state_dict(weights)
-        config = meta.get("config") or {}
-        return state, {"config": config}, config.get("model", {}).get("name")
-    stem = weights[: -len(".safetensors")] if weights.endswith(".safetensors") else None
-    if stem and os.path.isfile(stem + ".json"):
-        import json
 
-        with open(stem + ".json", "r", encoding="utf-8") as f:
-            info = json.load(f)
-        if info.get("format") == ckpt.EXPORT_FORMAT:
-            config = {"model": info["model"], **({"data": info["data"]} if "data" in info else {})}
-            return read_state_dict(weights), {"config": config, "export": info}, info["preset"]
-    if not os.path.exists(weights):
-        raise ApiError(f"weights not found: {weights!r}; give exported weights (.safetensors with its .json), "
-                       "a checkpoint folder, or a state dict file with preset=")
-    return read_state_dict(weights), {}, None
+def _meta(weights: Weights) -> Dict[str, Any]:
+    """What the weights recorded: the run config, and an export's .json."""
+    if weights.form == "state_dict":
+        return {}
+    return {"config": weights.config, **({"export": weights.meta} if weights.form == "export" else {})}
 
 
 def _load_exactly(model: nn.Module, state: Dict[str, torch.Tensor], weights: str, preset: str) -> None:
@@ -213,16 +195,14 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
         config recorded in checkpoints and exports (older exports lack it), else 'k400' with rate 4.
     model_kwargs: geometry for state-dict files without a config (num_frames, img_size, num_classes, ...).
     """
-    from video_mcmae.models import PRESETS, load_pretrained
-
-    state, meta, saved_preset = _read_weights(weights) if weights is not None else ({}, {}, None)
+    read = _read(weights) if weights is not None else Weights({}, "state_dict")  # None: random init
+    state, config, saved_preset = read.state_dict, read.config, read.preset
     preset = preset or saved_preset
     if preset is None:
         raise ApiError(f"{weights!r} does not say which model it holds; pass preset=, e.g. "
                        "preset='videoconvvit_tiny_patch16', num_frames=..., img_size=..., num_classes=...")
     if preset not in PRESETS:
         raise ApiError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    config = meta.get("config") or {}
     fields = dict(config.get("model") or {})
     fields["name"] = preset
     model_fields = {f for f in ModelConfig.__dataclass_fields__}
@@ -232,7 +212,7 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
     if "num_classes" not in model_kwargs and not config and "head.weight" in state:
         fields["num_classes"] = state["head.weight"].shape[0]  # a bare state dict: its head says it
     fields.update(drop_path_rate=0.0, drop_rate=0.0)  # inference only
-    model = ckpt.build_model(ModelConfig(**fields))
+    model = build_model(ModelConfig(**fields))
     trained_head = True
     if state:
         if preset == saved_preset or saved_preset is None:
@@ -241,12 +221,13 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
             report = load_pretrained(model, state)
             trained_head = not any(k.startswith("head.") for k in report.missing_keys)
     model.to(_device(device)).eval()
-    settings = _data_settings(config, dict(dataset=dataset, sampling_rate=sampling_rate,
-                                           short_side_size=short_side_size, reader=reader))
+    settings = _data_config(config.get("data") or {}, input_geometry(model)[1],
+                            dict(dataset=dataset, sampling_rate=sampling_rate, short_side_size=short_side_size,
+                                 reader=reader))
     if isinstance(class_names, str):
         class_names = read_class_names(class_names, getattr(model, "num_classes", None))
     elif class_names is not None:
         class_names = list(class_names)
         if len(class_names) != getattr(model, "num_classes", len(class_names)):
             raise ApiError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
-    return LoadedModel(model, settings, preset, class_names, trained_head, meta)
+    return LoadedModel(model, settings, preset, class_names, trained_head, _meta(read))

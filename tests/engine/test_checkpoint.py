@@ -12,6 +12,7 @@ from video_mcmae.engine import distributed
 from video_mcmae.engine.logging import TrainLogger
 from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
 from video_mcmae.engine.schedule import build_schedules, lr_plan
+from video_mcmae.weights import MODEL_STATES
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
 
@@ -22,7 +23,7 @@ _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_AC
 
 def _fake_ckpt(out, tag):
     os.makedirs(out / tag, exist_ok=True)
-    (out / tag / ckpt.MODEL_STATES).write_bytes(b"x")
+    (out / tag / MODEL_STATES).write_bytes(b"x")
 
 
 def test_latest_points_only_at_complete_checkpoints(tmp_path):

@@ -8,6 +8,7 @@ import torch
 from video_mcmae.config import ConfigError, load_config
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine.finetune import run_finetune
+from video_mcmae.weights import consolidated_state_dict
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
 
@@ -49,7 +50,7 @@ def test_linear_probe_trains_only_the_head(tmp_path, synthetic_root, one_rank):
     metrics = run_finetune(_cfg(synthetic_root, out, "optim.lr=0.1"), finetune=str(tmp_path / "enc.safetensors"),
                            linprobe=True)
     assert metrics["num_videos"] == 8
-    weights, meta = ckpt.consolidated_state_dict(str(out))
+    weights, meta = consolidated_state_dict(str(out))
     assert meta["linprobe"] is True
     for k, v in start.items():
         torch.testing.assert_close(weights[k], v, rtol=0, atol=0, msg=k)  # frozen encoder

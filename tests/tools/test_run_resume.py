@@ -34,7 +34,7 @@ def _records(out):
 
 
 def _final(out):
-    from video_mcmae.engine.checkpoint import consolidated_state_dict
+    from video_mcmae.weights import consolidated_state_dict
 
     weights, meta = consolidated_state_dict(str(out))
     last_iter = [r for r in _records(out) if r["type"] == "iter"][-1]

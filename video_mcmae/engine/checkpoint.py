@@ -1,4 +1,5 @@
 """Models from configs, DeepSpeed checkpoints (save, `latest`, resume), and exported weights.
+Reading weights and checkpoint folders is `video_mcmae/weights.py`.
 
 Layout of a run's output dir:
     epoch-0005/            a DeepSpeed checkpoint (`engine.save_checkpoint`, tag = completed epochs)
@@ -9,7 +10,6 @@ saving, so a run killed while saving leaves the previous `latest` in place.
 """
 from __future__ import annotations
 
-import glob
 import json
 import os
 import re
@@ -18,20 +18,23 @@ import socket
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from video_mcmae.config import ConfigError, ModelConfig
 from video_mcmae.engine import distributed as dist_utils
+from video_mcmae.weights import (
+    EXPORT_FORMAT,
+    LATEST,
+    CheckpointError,
+    export_paths,
+    read_latest,
+    read_model_states,
+    read_weights,
+    resolve_checkpoint,
+)
 
-LATEST = "latest"
-MODEL_STATES = "mp_rank_00_model_states.pt"
-EXPORT_FORMAT = "video_mcmae-weights-v1"
 _EPOCH_TAG = re.compile(r"^epoch-(\d+)$")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint path or file that cannot be used as asked (message says why and what to do)."""
-
 
 # ---------------------------------------------------------------------------------------------
 # Models
@@ -97,26 +100,12 @@ def epoch_tag(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
 
 
-def is_complete(ckpt_dir: str) -> bool:
-    return os.path.isfile(os.path.join(ckpt_dir, MODEL_STATES))
-
-
 def epoch_tags(out_dir: str) -> List[str]:
     """Epoch checkpoint tags in `out_dir`, oldest first."""
     if not os.path.isdir(out_dir):
         return []
     tags = [t for t in os.listdir(out_dir) if _EPOCH_TAG.match(t) and os.path.isdir(os.path.join(out_dir, t))]
     return sorted(tags, key=lambda t: int(_EPOCH_TAG.match(t).group(1)))
-
-
-def read_latest(out_dir: str) -> Optional[str]:
-    """The tag `latest` names, if it points at a complete checkpoint."""
-    path = os.path.join(out_dir, LATEST)
-    if not os.path.isfile(path):
-        return None
-    with open(path, "r", encoding="utf-8") as f:
-        tag = f.read().strip()
-    return tag if tag and is_complete(os.path.join(out_dir, tag)) else None
 
 
 def write_latest(out_dir: str, tag: str) -> None:
@@ -148,7 +137,7 @@ def checkpoint_epoch(path: str) -> int:
     match = _EPOCH_TAG.match(tag)
     if match:
         return int(match.group(1))
-    states = torch.load(os.path.join(load_dir, tag, MODEL_STATES), map_location="cpu", weights_only=True, mmap=True)
+    states = read_model_states(os.path.join(load_dir, tag), mmap=True)
     return int(states.get("epoch", 0))
 
 
@@ -185,21 +174,6 @@ def save_checkpoint(engine, out_dir: str, tag: str, client_state: Dict[str, Any]
     return os.path.join(out_dir, tag)
 
 
-def resolve_checkpoint(path: str) -> Tuple[str, str]:
-    """(load_dir, tag) for a tag folder (`out/epoch-0005`) or a run's output dir (uses `latest`)."""
-    path = os.path.abspath(path)
-    if is_complete(path):
-        return os.path.dirname(path), os.path.basename(path)
-    if os.path.isdir(path):
-        tag = read_latest(path)
-        if tag is not None:
-            return path, tag
-    raise CheckpointError(
-        f"{path!r} is not a complete DeepSpeed checkpoint: give a tag folder holding {MODEL_STATES} "
-        f"(e.g. output/epoch-0005) or a run's output dir with a '{LATEST}' file"
-    )
-
-
 def find_auto_resume(out_dir: str) -> Optional[str]:
     """The newest complete checkpoint of a run, or None for a new run."""
     tag = read_latest(out_dir)
@@ -228,69 +202,18 @@ def check_same_model(client: Dict[str, Any], cfg_model: ModelConfig, path: str) 
 
 
 # ---------------------------------------------------------------------------------------------
-# Consolidated fp32 weights
-
-
-def _read_model_states(ckpt_dir: str) -> Dict[str, Any]:
-    path = os.path.join(ckpt_dir, MODEL_STATES)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated copies, foreign pickles: say which file and why
-        raise CheckpointError(f"cannot read {path!r} as a DeepSpeed model-states file ({e}); "
-                              "is the checkpoint complete?") from None
-
-
-def _stage0_masters(states: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
-    """fp32 master weights of a non-ZeRO half-precision checkpoint, named by the optimizer's
-    parameter order that we saved in the client state (`param_names`)."""
-    opt, names = states.get("optimizer") or {}, states.get("param_names")
-    if not names:
-        return None
-    module = states["module"]
-    if "fp32_groups" in opt:  # unfused half-precision optimizer: one tensor per parameter
-        tensors = [t for group in opt["fp32_groups"] for t in group]
-    elif "fp32_groups_flat" in opt:  # fused: one flat tensor per group
-        tensors = []
-        for flat, group in zip(opt["fp32_groups_flat"], names):
-            sizes = [module[n].numel() for n in group]
-            tensors += [t.view(module[n].shape) for t, n in zip(flat.split(sizes), group)]
-    else:
-        return None
-    flat_names = [n for group in names for n in group]
-    return dict(zip(flat_names, tensors)) if len(flat_names) == len(tensors) else None
-
-
-def consolidated_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """fp32 weights of any ZeRO stage 0/1/2 checkpoint (tag folder or output dir) and its client
-    state, without DeepSpeed engines or GPUs."""
-    load_dir, tag = resolve_checkpoint(path)
-    ckpt_dir = os.path.join(load_dir, tag)
-    states = _read_model_states(ckpt_dir)
-    # The module state holds every parameter and buffer in the engine's precision (frozen ones
-    # only there under ZeRO-1); the optimizer's fp32 masters replace the trained ones.
-    weights = dict(states["module"])
-    if glob.glob(os.path.join(ckpt_dir, "*zero_pp_rank_*optim_states.pt")):
-        from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-
-        weights.update(get_fp32_state_dict_from_zero_checkpoint(load_dir, tag=tag))
-    elif any(t.is_floating_point() and t.dtype != torch.float32 for t in weights.values()):
-        weights.update(_stage0_masters(states) or {})
-    out = {k: (v.float() if v.is_floating_point() else v).detach().clone().contiguous() for k, v in weights.items()}
-    meta = {k: states[k] for k in ("epoch", "global_step", "config", "linprobe") if k in states}
-    return out, meta
+# Exported weights
 
 
 def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[str, str]:
-    """Write `<out>.safetensors` + `<out>.json` (preset name, model and data config, epoch, source)."""
-    from safetensors.torch import save_file
-
-    stem = out_path[: -len(".safetensors")] if out_path.endswith(".safetensors") else out_path
-    sf_path, json_path = stem + ".safetensors", stem + ".json"
+    """Write `<out>.safetensors` + `<out>.json` (preset name, model and data config, epoch, source)
+    from a DeepSpeed checkpoint (tag folder or run dir)."""
+    sf_path, json_path = export_paths(out_path)
     for p in (sf_path, json_path):
         if os.path.exists(p) and not overwrite:
             raise CheckpointError(f"{p!r} exists; choose another output name or pass --overwrite")
-    weights, meta = consolidated_state_dict(path)
-    config = meta.get("config") or {}
+    weights = read_weights(path, accept=("checkpoint",))
+    config = weights.config
     if "model" not in config:
         raise CheckpointError(f"{path!r} has no run config in its client state; it was not written by video_mcmae")
     info = {
@@ -298,31 +221,22 @@ def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[s
         "preset": config["model"]["name"],
         "model": config["model"],
         "data": config.get("data"),  # how inputs were sampled and normalised (api.load reads it)
-        "linprobe": bool(meta.get("linprobe", False)),
-        "epoch": meta.get("epoch"),
-        "global_step": meta.get("global_step"),
+        "linprobe": weights.linprobe,
+        "epoch": weights.meta.get("epoch"),
+        "global_step": weights.meta.get("global_step"),
         "source": os.path.abspath(path),
     }
     os.makedirs(os.path.dirname(os.path.abspath(sf_path)), exist_ok=True)
-    save_file(weights, sf_path, metadata={"format": EXPORT_FORMAT, "preset": info["preset"]})
+    save_file(weights.state_dict, sf_path, metadata={"format": EXPORT_FORMAT, "preset": info["preset"]})
     with open(json_path, "w", encoding="utf-8") as f:
         json.dump(info, f, indent=2)
     return sf_path, json_path
 
 
 def load_exported(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
-    """(model, meta) from an exported `.safetensors` (its `.json` beside it); no DeepSpeed needed."""
-    from safetensors.torch import load_file
-
-    stem = path[: -len(".safetensors")] if path.endswith(".safetensors") else path
-    sf_path, json_path = stem + ".safetensors", stem + ".json"
-    for p in (sf_path, json_path):
-        if not os.path.isfile(p):
-            raise CheckpointError(f"exported weights need {p!r}; export with tools/export_weights.py")
-    with open(json_path, "r", encoding="utf-8") as f:
-        meta = json.load(f)
-    if meta.get("format") != EXPORT_FORMAT:
-        raise CheckpointError(f"{json_path!r} is not a video_mcmae export (format {meta.get('format')!r})")
-    model = build_model(ModelConfig(**meta["model"]), linprobe=meta.get("linprobe", False))
-    model.load_state_dict(load_file(sf_path), strict=True)
-    return model, meta
+    """(model, the export's .json) from an exported `.safetensors` (its `.json` beside it); no
+    DeepSpeed needed."""
+    weights = read_weights(path, accept=("export",))
+    model = build_model(ModelConfig(**weights.config["model"]), linprobe=weights.linprobe)
+    model.load_state_dict(weights.state_dict, strict=True)
+    return model, weights.meta

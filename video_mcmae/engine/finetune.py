@@ -2,7 +2,7 @@
 
 Validation takes the deterministic single view of every readable video exactly once (ranks get
 disjoint shards, no sampler padding), so accuracies do not depend on the number of ranks. The
-multi-view test lives in `engine/multiview.py`.
+multi-view test lives in `engine/multiview/`.
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from video_mcmae.engine.trainer import (
     train_loader,
 )
 from video_mcmae.models import build_model, is_pretraining, load_pretrained
+from video_mcmae.weights import read_weights
 
 
 def val_loader(cfg: Config, rank: int, world_size: int) -> DataLoader:
@@ -62,13 +63,11 @@ def evaluate(engine, loader: DataLoader, topk: List[int], num_classes: int) -> D
 def load_initial_weights(model: nn.Module, path: str, logger) -> None:
     """`--finetune`: a pretraining (or finetuning) DeepSpeed checkpoint, exported weights or a
     weights-only .pth; the models' `load_pretrained` filters keys and resizes position tables."""
-    if os.path.isdir(path):
-        source, _ = ckpt.consolidated_state_dict(path)
-    elif os.path.isfile(path):
-        source = path
-    else:
-        raise ckpt.CheckpointError(f"--finetune {path!r} not found; give a checkpoint folder, .safetensors or .pth")
-    report = load_pretrained(model, source)
+    try:
+        weights = read_weights(path)
+    except FileNotFoundError:
+        raise ckpt.CheckpointError(f"--finetune {path!r} not found; give a checkpoint folder, .safetensors or .pth") from None
+    report = load_pretrained(model, weights.state_dict)
     logger.info(f"loaded initial weights from {path}:\n{report}")
 
 

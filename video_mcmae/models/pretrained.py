@@ -10,8 +10,9 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 import torch.nn as nn
+
+from video_mcmae.weights import read_weights, unwrap_state_dict
 
 from .embed import resize_pos_table
 
@@ -46,29 +47,11 @@ class LoadReport:
 
 
 def read_state_dict(source) -> dict:
-    """A state dict from a dict, a `.pth`/`.pt` file (weights only) or a `.safetensors` file,
-    unwrapping `{'model': ...}` / `{'module': ...}` and a DDP `module.` prefix."""
+    """A state dict from a dict (unwrapping `{'model': ...}` / `{'module': ...}` and a DDP `module.`
+    prefix) or from any path `video_mcmae.weights.read_weights` reads (files, checkpoint folders)."""
     if isinstance(source, (str, Path)):
-        path = Path(source)
-        if not path.is_file():
-            raise FileNotFoundError(f"pretrained weights not found: {path}")
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-            source = load_file(str(path))
-        else:
-            try:
-                source = torch.load(path, map_location="cpu", weights_only=True)
-            except Exception as err:
-                raise ValueError(f"cannot read {path} as a weights-only torch checkpoint ({err}); "
-                                 "export plain tensors (e.g. with safetensors) and load those") from err
-    while isinstance(source, dict) and ("model" in source or "module" in source):
-        source = source["model"] if "model" in source else source["module"]
-    if not isinstance(source, dict) or not all(isinstance(v, torch.Tensor) for v in source.values()):
-        raise ValueError("pretrained weights must be a state dict of tensors (optionally wrapped in "
-                         "{'model': ...} or {'module': ...})")
-    if source and all(k.startswith("module.") for k in source):
-        source = {k[len("module."):]: v for k, v in source.items()}
-    return dict(source)
+        return read_weights(str(source)).state_dict
+    return unwrap_state_dict(source)
 
 
 def infer_grid(num_tokens: int, model_grid: tuple) -> tuple:
