@@ -10,8 +10,8 @@ from video_mcmae.config import load_config
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
 from video_mcmae.engine.logging import TrainLogger
-from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
 from video_mcmae.engine.schedule import build_schedules, lr_plan
+from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
 from video_mcmae.weights import MODEL_STATES
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
