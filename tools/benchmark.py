@@ -22,7 +22,6 @@ writes dx (index maps and weights are not counted).
 import argparse
 import itertools
 import json
-import os
 import resource
 import sys
 import time
@@ -34,8 +33,7 @@ import torch.nn.functional as F
 
 import timm  # noqa: E402
 
-import video_mcmae.models  # noqa: E402,F401  (registers the presets)
-from video_mcmae.models import sparse  # noqa: E402
+from video_mcmae.models import PRESETS, dwconv, is_pretraining  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -69,14 +67,13 @@ def _peak_mib(device: torch.device) -> float:
 
 
 # -- training step --------------------------------------------------------------------------------
-def _build_model(args, sparse_on: bool, device: torch.device):
-    overrides = {}
+def _build_model(args, sparse_on: bool, kernel: str, device: torch.device):
+    overrides = {"dwconv_backend": kernel}
     if args.frames is not None:
         overrides["num_frames"] = args.frames
     if args.img_size is not None:
         overrides["img_size"] = args.img_size
-    probe = timm.create_model(args.model, device="meta", **overrides)
-    pretrain = hasattr(probe, "mask_ratio")
+    pretrain = is_pretraining(args.model)
     if pretrain:
         overrides["sparse"] = sparse_on
         if args.mask_ratio is not None:
@@ -87,20 +84,8 @@ def _build_model(args, sparse_on: bool, device: torch.device):
 
 
 def bench_train(args, sparse_on: bool, kernel: str, compiled: bool, device: torch.device) -> dict:
-    saved = os.environ.get(sparse.BACKEND_ENV)
-    os.environ[sparse.BACKEND_ENV] = kernel
-    try:
-        return _bench_train(args, sparse_on, kernel, compiled, device)
-    finally:
-        if saved is None:
-            del os.environ[sparse.BACKEND_ENV]
-        else:
-            os.environ[sparse.BACKEND_ENV] = saved
-
-
-def _bench_train(args, sparse_on: bool, kernel: str, compiled: bool, device: torch.device) -> dict:
     torch.manual_seed(0)
-    model, pretrain = _build_model(args, sparse_on, device)
+    model, pretrain = _build_model(args, sparse_on, kernel, device)
     clip = torch.randn(args.batch, model.in_chans, *model.input_size, device=device)
     labels = torch.randint(0, max(getattr(model, "num_classes", 1), 1), (args.batch,), device=device)
     forward = torch.compile(model) if compiled else model
@@ -151,7 +136,7 @@ def bench_dwconv(args, device: torch.device) -> List[dict]:
     index_map = torch.full((batch, *grid), -1, dtype=torch.int32)
     index_map[~masked] = torch.arange(int((~masked).sum()), dtype=torch.int32)
     index_map = index_map.to(device)
-    positions = sparse.visible_positions(index_map)
+    positions = dwconv.visible_positions(index_map)
     rows = x.reshape(-1, channels)[positions.long()]
     conv = F.conv3d if len(grid) == 3 else F.conv2d
     x_cf = x.movedim(-1, 1).contiguous()
@@ -159,20 +144,20 @@ def bench_dwconv(args, device: torch.device) -> List[dict]:
     cases = {  # name: (input, fn(input) -> output, rows counted)
         "dense/conv-channels-first": (x_cf, lambda t: conv(t, weight, bias, padding=[k // 2 for k in kernel],
                                                             groups=channels).movedim(1, -1), x.numel() // channels),
-        "dense/torch": (x, lambda t: sparse.depthwise_conv(t, weight, bias, backend="torch"), x.numel() // channels),
-        "visible/torch": (rows, lambda t: sparse.depthwise_conv_visible(t, index_map, weight, bias, positions,
+        "dense/torch": (x, lambda t: dwconv.depthwise_conv(t, weight, bias, backend="torch"), x.numel() // channels),
+        "visible/torch": (rows, lambda t: dwconv.depthwise_conv_visible(t, index_map, weight, bias, positions,
                                                                          backend="torch"), rows.shape[0]),
     }
-    use_triton = args.triton == "on" or (args.triton == "auto" and device.type == "cuda" and sparse._HAS_TRITON)
+    use_triton = args.triton == "on" or (args.triton == "auto" and device.type == "cuda" and dwconv.HAS_TRITON)
     if use_triton:
-        cases["dense/triton"] = (x, lambda t: sparse.depthwise_conv(t, weight, bias, backend="triton"),
+        cases["dense/triton"] = (x, lambda t: dwconv.depthwise_conv(t, weight, bias, backend="triton"),
                                  x.numel() // channels)
-        cases["visible/triton"] = (rows, lambda t: sparse.depthwise_conv_visible(
+        cases["visible/triton"] = (rows, lambda t: dwconv.depthwise_conv_visible(
             t, index_map, weight, bias, positions, backend="triton"), rows.shape[0])
 
     # fp32 references: every case's output is checked against its torch counterpart
-    dense_ref = sparse.depthwise_conv(x.float(), weight, bias, backend="torch")
-    visible_ref = sparse.depthwise_conv_visible(rows.float(), index_map, weight, bias, positions, backend="torch")
+    dense_ref = dwconv.depthwise_conv(x.float(), weight, bias, backend="torch")
+    visible_ref = dwconv.depthwise_conv_visible(rows.float(), index_map, weight, bias, positions, backend="torch")
     results = []
     for name, (inp, raw_fn, n_rows) in cases.items():
         def fn(t, raw_fn=raw_fn):  # as in the models: half-precision activations, fp32 weights, autocast
@@ -237,7 +222,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     common.add_argument("--json", type=Path, help="also write the results here")
 
     train = sub.add_parser("train", parents=[common], help="full training step of a preset")
-    train.add_argument("--model", required=True, help="preset name (timm registry)")
+    train.add_argument("--model", required=True, choices=PRESETS, metavar="PRESET", help="preset name")
     train.add_argument("--batch", type=int, default=32)
     train.add_argument("--frames", type=int, help="num_frames override (video presets)")
     train.add_argument("--img-size", type=int, help="img_size override")
@@ -245,8 +230,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     train.add_argument("--num-classes", type=int, help="classifier classes override")
     train.add_argument("--sparse", nargs="+", choices=("on", "off"), default=["on"],
                        help="visible-only conv stages (pretraining); several values give several rows")
-    train.add_argument("--kernel", nargs="+", choices=sparse.BACKENDS, default=["auto"],
-                       help="depthwise-conv backend")
+    train.add_argument("--kernel", nargs="+", choices=dwconv.BACKENDS, default=["auto"],
+                       help="depthwise-conv backend (auto defers to $VIDEO_MCMAE_DWCONV when set)")
     train.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off"], help="torch.compile")
 
     dw = sub.add_parser("dwconv", parents=[common], help="depthwise-conv micro-benchmark")

@@ -17,7 +17,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
-from video_mcmae.models import ConvMAEBase  # noqa: E402  (also registers the presets)
+from video_mcmae.models import PRESETS, is_pretraining  # noqa: E402  (also registers the presets)
 
 DEFAULT_PRESETS = ("videoconvmae_base_patch16", "videoconvmae_base_msd_patch16", "videoconvvit_base_patch16")
 
@@ -33,10 +33,6 @@ def sdpa_flop_handle(inputs, outputs) -> int:
     return heads * n * m * (d + dv)
 
 
-def is_pretraining(name: str) -> bool:
-    return "convmae" in name
-
-
 def count(name: str, frames: int, img_size: int, mask_ratio: float = None, sparse: bool = False) -> dict:
     """Params (M) and GFLOPs of one preset at batch size 1 (`sparse` picks a pretraining path)."""
     overrides = dict(img_size=img_size)
@@ -46,12 +42,9 @@ def count(name: str, frames: int, img_size: int, mask_ratio: float = None, spars
         overrides["sparse"] = sparse
         if mask_ratio is not None:
             overrides["mask_ratio"] = mask_ratio
-    try:
-        model = timm.create_model(name, **overrides).eval()
-    except RuntimeError as err:
-        raise SystemExit(f"unknown preset {name!r}: {err}") from err
+    model = timm.create_model(name, **overrides).eval()
     x = torch.randn(1, model.in_chans, *model.input_size)
-    pretrain = isinstance(model, ConvMAEBase)
+    pretrain = is_pretraining(model)
     mode = f"pretrain@{model.mask_ratio:g} {'sparse' if sparse else 'dense'}" if pretrain else "finetune"
     inputs = (x, model.draw_mask(x, torch.Generator().manual_seed(0))) if pretrain else (x,)
     flops = FlopCountAnalysis(model, inputs)
@@ -78,6 +71,9 @@ def main(argv=None) -> list:
     parser.add_argument("--mask-ratio", type=float, default=None,
                         help="mask ratio of pretraining presets (default: the preset's own)")
     args = parser.parse_args(argv)
+    unknown = [name for name in args.presets if name not in PRESETS]
+    if unknown:
+        parser.error(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # fvcore's jit tracing is deprecated upstream
         rows = [count(name, args.frames, args.img_size, args.mask_ratio, sparse)

@@ -12,6 +12,7 @@ from video_mcmae.engine import distributed
 from video_mcmae.engine.logging import TrainLogger
 from video_mcmae.engine.schedule import build_schedules, lr_plan
 from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
+from video_mcmae.models import build_model
 from video_mcmae.weights import MODEL_STATES
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
@@ -85,7 +86,7 @@ def _run(tmp_path, info, zero, precision):
         f"run.output_dir={tmp_path}", "run.tensorboard=false",
     ])
     run = Run(cfg, info, TrainLogger(str(tmp_path), True, 1, tensorboard=False), None)
-    engine, optimizer, names = make_engine(run, ckpt.build_model(cfg.model))
+    engine, optimizer, names = make_engine(run, build_model(cfg.model))
     return run, engine, optimizer, names
 
 

@@ -57,7 +57,7 @@ def test_linear_probe_trains_only_the_head(tmp_path, synthetic_root, one_rank):
     assert weights["head.norm.running_var"].ne(1).any()  # BatchNorm statistics were updated
     assert "head.norm.weight" not in weights  # affine=False
     model, _ = ckpt.load_exported(ckpt.export_weights(str(out), str(tmp_path / "probe_w"))[0])
-    assert isinstance(model.head, ckpt.LinearProbeHead)
+    assert isinstance(model.head, video_mcmae.models.LinearProbeHead)
 
 
 def test_eval_needs_weights(tmp_path, synthetic_root):

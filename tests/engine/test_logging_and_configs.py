@@ -5,8 +5,8 @@ import os
 import pytest
 
 from video_mcmae.config import load_config
-from video_mcmae.engine.checkpoint import build_model, is_pretraining_preset
 from video_mcmae.engine.logging import TrainLogger
+from video_mcmae.models import build_model, is_pretraining
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -42,7 +42,7 @@ def test_shipped_configs_name_their_source_and_build(path):
     cfg = load_config(path, ["model.kwargs={device: meta}"])
     where = os.path.basename(os.path.dirname(path))
     if where == "pretrain" or os.path.basename(path).startswith("pretrain"):
-        assert is_pretraining_preset(cfg.model.name)
+        assert is_pretraining(cfg.model.name)
     model = build_model(cfg.model, linprobe="linprobe" in path)
     assert next(model.parameters()).is_meta
 

@@ -20,7 +20,7 @@ if not (BIN / "ptxas").exists():
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-from video_mcmae.models import sparse  # noqa: E402
+from video_mcmae.models import dwconv  # noqa: E402
 
 COMMON = {"n_rows": "i32", "C": "i32", "T": "i32", "H": "i32", "W": "i32", "KT": "constexpr",
           "KH": "constexpr", "KW": "constexpr", "VISIBLE": "constexpr", "BLOCK_P": "constexpr",
@@ -38,7 +38,7 @@ def _compile(fn, signature, constants, num_warps, tmp_path):
 
 
 def test_forward_and_weight_grad_compile_for_sm90_without_spills(tmp_path):
-    dw = sparse._load_kernels()
+    dw = dwconv.load_kernels()
     shape = {"KT": 3, "KH": 5, "KW": 5, "VISIBLE": True}
     fwd_config = dw._FWD_CONFIGS[0]
     signature = {"x_ptr": "*bf16", "w_ptr": "*fp32", "b_ptr": "*fp32", "y_ptr": "*bf16", "pos_ptr": "*i32",

@@ -19,7 +19,7 @@ if not (INTERPRETED or torch.cuda.is_available()):
 
 import torch.nn.functional as F  # noqa: E402
 
-from video_mcmae.models import sparse  # noqa: E402
+from video_mcmae.models import dwconv  # noqa: E402
 
 DEVICE = "cpu" if INTERPRETED else "cuda"
 TOL = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 2e-3}
@@ -82,7 +82,7 @@ def test_dense_matches_torch(shape, kernel):
     x.requires_grad_(True)
     w.requires_grad_(True)
     b.requires_grad_(True)
-    y = sparse.depthwise_conv(x, w, b, backend="triton")
+    y = dwconv.depthwise_conv(x, w, b, backend="triton")
     ref = _conv_reference(x, w, b)
     _close(y, ref, torch.float32, "output")
     grad = torch.randn_like(ref)
@@ -96,7 +96,7 @@ def test_visible_matches_masked_dense(shape, kernel):
     rows, w, b = _params((n, shape[-1]), kernel, torch.float32)
     for t in (rows, w, b):
         t.requires_grad_(True)
-    y = sparse.depthwise_conv_visible(rows, index_map, w, b, backend="triton")
+    y = dwconv.depthwise_conv_visible(rows, index_map, w, b, backend="triton")
 
     # reference: the masked grid (zeros where masked) through torch's conv, read at the rows
     flat = index_map.reshape(-1)
@@ -119,13 +119,13 @@ def test_half_precision_accumulates_in_fp32(dtype, visible):
     w.requires_grad_(True)
     if visible:
         index_map, _ = _random_index_map(shape[:-1], 0.0, seed=2)
-        rows = x.detach().reshape(-1, shape[-1])[sparse.visible_positions(index_map).long()]
+        rows = x.detach().reshape(-1, shape[-1])[dwconv.visible_positions(index_map).long()]
         rows.requires_grad_(True)
-        y = sparse.depthwise_conv_visible(rows, index_map, w, b, backend="triton")
+        y = dwconv.depthwise_conv_visible(rows, index_map, w, b, backend="triton")
         inv = index_map.reshape(-1).long()
         y_grid = y[inv].view(shape)
     else:
-        y = y_grid = sparse.depthwise_conv(x, w, b, backend="triton")
+        y = y_grid = dwconv.depthwise_conv(x, w, b, backend="triton")
     assert y.dtype == dtype
     ref = _conv_reference(x, w, b)
     _close(y_grid, ref, dtype, "output")
@@ -137,7 +137,7 @@ def test_half_precision_accumulates_in_fp32(dtype, visible):
 
 def test_many_tiles_and_chunks(monkeypatch):
     """Small tiles force several programs per axis and several row blocks per weight-grad chunk."""
-    dw = sparse._load_kernels()
+    dw = dwconv.load_kernels()
     monkeypatch.setattr(dw, "_interpreter_tile", lambda n, c: (16, 4))
     monkeypatch.setattr(dw, "_MAX_WGRAD_CHUNKS", 3)
     shape, kernel = (1, 3, 5, 7, 8), (1, 3, 3)
@@ -146,8 +146,8 @@ def test_many_tiles_and_chunks(monkeypatch):
         rows, w, b = _params((n, shape[-1]), kernel, torch.float32)
         for t in (rows, w, b):
             t.requires_grad_(True)
-        got = sparse.depthwise_conv_visible(rows, index_map, w, b, backend="triton")
-        exp = sparse.depthwise_conv_visible(rows, index_map, w, b, backend="torch")
+        got = dwconv.depthwise_conv_visible(rows, index_map, w, b, backend="triton")
+        exp = dwconv.depthwise_conv_visible(rows, index_map, w, b, backend="torch")
         _close(got, exp, torch.float32, "output")
         grad = torch.randn_like(exp)
         for name, g1, g2 in zip("xwb", _grads(got, (rows, w, b), grad), _grads(exp, (rows, w, b), grad)):
@@ -158,7 +158,7 @@ def test_weight_grad_is_deterministic():
     x, w, _ = _params((2, 5, 9, 8), (5, 5), torch.float32, with_bias=False)
     w.requires_grad_(True)
     grad = torch.randn_like(x)
-    first, second = (torch.autograd.grad(sparse.depthwise_conv(x, w, backend="triton"), w, grad)[0]
+    first, second = (torch.autograd.grad(dwconv.depthwise_conv(x, w, backend="triton"), w, grad)[0]
                      for _ in range(2))
     assert torch.equal(first, second)
 
@@ -167,7 +167,7 @@ def test_empty_visible_set():
     w = torch.randn(4, 1, 3, 3, device=DEVICE, requires_grad=True)
     index_map = torch.full((1, 3, 3), -1, dtype=torch.int32, device=DEVICE)
     rows = torch.zeros(0, 4, device=DEVICE, requires_grad=True)
-    y = sparse.depthwise_conv_visible(rows, index_map, w, backend="triton")
+    y = dwconv.depthwise_conv_visible(rows, index_map, w, backend="triton")
     assert y.shape == (0, 4)
     y.sum().backward()
     assert torch.equal(w.grad, torch.zeros_like(w))
@@ -179,7 +179,7 @@ def test_compiles_as_opaque_op():
     w.requires_grad_(True)
 
     def f(x, w, b):
-        return sparse.depthwise_conv(x, w, b, backend="triton").square().sum()
+        return dwconv.depthwise_conv(x, w, b, backend="triton").square().sum()
 
     compiled = torch.compile(f, backend="aot_eager", fullgraph=True)
     loss = compiled(x, w, b)
@@ -200,7 +200,7 @@ def test_pretraining_model_with_kernel_matches_torch_backend(monkeypatch):
     mask = model.draw_mask(x, torch.Generator(device=DEVICE).manual_seed(1))
     results = []
     for backend in ("triton", "torch"):
-        monkeypatch.setenv(sparse.BACKEND_ENV, backend)
+        monkeypatch.setenv(dwconv.BACKEND_ENV, backend)
         model.zero_grad(set_to_none=True)
         loss = model(x, mask)[0]
         loss.backward()

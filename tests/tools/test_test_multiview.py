@@ -15,11 +15,11 @@ import torch
 from safetensors.torch import save_file
 
 from video_mcmae.config import ModelConfig, load_config
-from video_mcmae.engine.checkpoint import build_model
 from video_mcmae.engine.distributed import free_port
 from video_mcmae.engine.multiview import (
     MultiViewError, load_shards, load_test_model, merge_cli, merge_views, run_test_cli,
 )
+from video_mcmae.models import build_model
 from video_mcmae.weights import EXPORT_FORMAT, MODEL_STATES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

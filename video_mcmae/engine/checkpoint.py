@@ -1,4 +1,4 @@
-"""Models from configs, DeepSpeed checkpoints (save, `latest`, resume), and exported weights.
+"""DeepSpeed checkpoints (save, `latest`, resume) and exported weights.
 Reading weights and checkpoint folders is `video_mcmae/weights.py`.
 
 Layout of a run's output dir:
@@ -17,12 +17,12 @@ import shutil
 import socket
 from typing import Any, Dict, List, Optional, Tuple
 
-import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from video_mcmae.config import ConfigError, ModelConfig
+from video_mcmae.config import ModelConfig
 from video_mcmae.engine import distributed as dist_utils
+from video_mcmae.models import build_model
 from video_mcmae.weights import (
     EXPORT_FORMAT,
     LATEST,
@@ -35,62 +35,6 @@ from video_mcmae.weights import (
 )
 
 _EPOCH_TAG = re.compile(r"^epoch-(\d+)$")
-
-# ---------------------------------------------------------------------------------------------
-# Models
-
-
-def is_pretraining_preset(name: str) -> bool:
-    return "convmae" in name
-
-
-def build_model(m: ModelConfig, linprobe: bool = False) -> nn.Module:
-    """The timm preset `m.name` with the config's geometry and regularisation."""
-    import timm
-
-    from video_mcmae import models
-    from video_mcmae.models import sparse
-
-    if m.name not in models.PRESETS:
-        raise ConfigError(f"model.name: unknown preset {m.name!r}; choose one of {', '.join(models.PRESETS)}")
-    os.environ[sparse.BACKEND_ENV] = m.use_kernel  # the models read the depthwise-conv backend from here
-    kwargs: Dict[str, Any] = {"img_size": m.img_size}
-    if m.name.startswith("video"):
-        kwargs.update(num_frames=m.num_frames, tubelet_size=m.tubelet_size)
-    if is_pretraining_preset(m.name):
-        if m.drop_path_rate or m.drop_rate:
-            raise ConfigError("model.drop_path_rate/model.drop_rate apply to classifiers; set them to 0 for pretraining")
-        kwargs.update(mask_ratio=m.mask_ratio, mask_type=m.mask_type, norm_pix_loss=m.norm_pix_loss, sparse=m.sparse)
-    else:
-        kwargs.update(num_classes=m.num_classes, drop_path_rate=m.drop_path_rate, head_drop_rate=m.drop_rate)
-    try:
-        model = timm.create_model(m.name, **{**kwargs, **m.kwargs})
-    except TypeError as e:
-        raise ConfigError(f"model.kwargs: {m.name} rejects the given arguments ({e})") from None
-    if m.grad_checkpointing:
-        model.set_grad_checkpointing(True)
-    if linprobe:
-        model.head = LinearProbeHead(model.head)
-    return model
-
-
-class LinearProbeHead(nn.Module):
-    """MAE's linear probe: BatchNorm1d without affine parameters in front of the linear head.
-    The norm runs in fp32: DeepSpeed's half-precision module has no half BatchNorm on every device."""
-
-    def __init__(self, head: nn.Linear):
-        super().__init__()
-        self.norm = nn.BatchNorm1d(head.in_features, affine=False, eps=1e-6)
-        self.fc = head
-
-    def _apply(self, fn, recurse=True):
-        super()._apply(fn, recurse)
-        self.norm.float()  # keep the statistics in fp32 when the engine casts the module
-        return self
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.norm(x.float()).to(self.fc.weight.dtype))
-
 
 # ---------------------------------------------------------------------------------------------
 # Tags and the `latest` marker

@@ -3,7 +3,9 @@ and the ConvViT classifier. The encoder code is shared with the video models (`v
 this module also holds the 2D models with the official key layout.
 
 Encoder: three stages. Stages 1-2: patch embedding + masked conv blocks on a channels-last grid;
-stage 3: patch embedding + linear (`patch_embed4`) + position table + transformer blocks.
+stage 3: patch embedding + linear (`patch_embed4`) + position table + transformer blocks. One stage
+loop (`ConvViTEncoder.forward_stages`) serves classifiers and pretraining; its layout
+(`models.visible`) runs it on the whole grid or on the visible positions only.
 """
 import contextlib
 import math
@@ -15,10 +17,10 @@ from timm.layers import to_2tuple, trunc_normal_
 from timm.models import register_model
 from torch.utils.checkpoint import checkpoint
 
-from .embed import PatchEmbed, build_pos_embed, channels_first, flatten_tokens
+from .embed import PatchEmbed, build_pos_embed, channels_first
 from .layers import Block, ConvBlock, Pointwise
 from .masking import check_mask, check_mask_settings, draw_mask, upsample_mask
-from .sparse import visible_conv_stages, visible_msd
+from .visible import DenseLayout, VisibleLayout
 
 __all__ = ["ConvViTEncoder", "ConvMAEBase", "ConvViTBase", "ConvMAE", "ConvViT", "create_preset"]
 
@@ -49,7 +51,8 @@ class ConvViTEncoder(nn.Module):
     def __init__(self, input_size: tuple, strides: tuple, in_chans: int = 3, embed_dims: tuple = (256, 384, 768),
                  depths: tuple = (2, 2, 11), num_heads: int = 12, mlp_ratio: float = 4.0,
                  conv_kernel_size: tuple = (5, 5), learnable_pos: bool = False, drop_rate: float = 0.0,
-                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, msd: bool = False):
+                 attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0, msd: bool = False,
+                 dwconv_backend: str = "auto"):
         super().__init__()
         self.input_size = tuple(input_size)
         self.in_chans = in_chans
@@ -78,9 +81,10 @@ class ConvViTEncoder(nn.Module):
         num_blocks = sum(depths)
         dpr = [drop_path_rate * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
         self.blocks1 = nn.ModuleList(
-            ConvBlock(embed_dims[0], kernel, mlp_ratio, drop_rate, dpr[i]) for i in range(depths[0]))
+            ConvBlock(embed_dims[0], kernel, mlp_ratio, drop_rate, dpr[i], dwconv_backend) for i in range(depths[0]))
         self.blocks2 = nn.ModuleList(
-            ConvBlock(embed_dims[1], kernel, mlp_ratio, drop_rate, dpr[depths[0] + i]) for i in range(depths[1]))
+            ConvBlock(embed_dims[1], kernel, mlp_ratio, drop_rate, dpr[depths[0] + i], dwconv_backend)
+            for i in range(depths[1]))
         self.blocks3 = nn.ModuleList(
             Block(embed_dims[2], num_heads, mlp_ratio, True, drop_rate, attn_drop_rate, dpr[depths[0] + depths[1] + i])
             for i in range(depths[2]))
@@ -103,10 +107,38 @@ class ConvViTEncoder(nn.Module):
         """State-dict key -> grid of every encoder position table (used by `load_pretrained`)."""
         return {"pos_embed": self.grid_size}
 
-    def embed_tokens(self, x: torch.Tensor) -> torch.Tensor:
-        """Stage-3 patch embedding of the stage-2 grid -> `(B, L3, C)` tokens with the position table."""
-        x = flatten_tokens(self.patch_embed3(channels_first(x)))
-        return self.patch_embed4(x) + self.pos_embed
+    def stage_keep_masks(self, mask: torch.Tensor) -> tuple:
+        """Float keep masks (1 = visible) for stage 1 and stage 2, shaped `(B, *S, 1)`."""
+        down2 = self.strides[2]
+        down1 = _mul(self.strides[1], down2)
+        keep1 = ~upsample_mask(mask, self.grid_size, down1)
+        keep2 = ~upsample_mask(mask, self.grid_size, down2)
+        return keep1.unsqueeze(-1).float(), keep2.unsqueeze(-1).float()
+
+    def layout(self, mask: torch.Tensor = None, visible: bool = False):
+        """Where the stages run: every position (no mask), or the masked grid densely (the reference)
+        or at its visible positions only (`visible`)."""
+        if mask is None:
+            return DenseLayout()
+        if visible:
+            return VisibleLayout(mask, self.grid_size, self.strides, self.stage_grids)
+        return DenseLayout(mask, self.stage_keep_masks(mask))
+
+    def forward_stages(self, x: torch.Tensor, layout) -> tuple:
+        """Stages 1-2 and the stage-3 embedding of `x (B, C, *S)` -> (stage 1, stage 2, tokens).
+
+        Stage outputs are channels-last grids (`DenseLayout`) or `VisibleStage` rows
+        (`VisibleLayout`); the tokens `(B, L3 or N_vis, C3)` include the position table.
+        """
+        x = layout.input(x)
+        stages = []
+        for stage, (embed, blocks) in enumerate(((self.patch_embed1, self.blocks1), (self.patch_embed2, self.blocks2))):
+            x = layout.embed(embed, x)
+            for blk in blocks:
+                x = layout.block(blk, x, stage)
+            stages.append(layout.stage(x, stage))
+        tokens = layout.tokens(layout.embed(self.patch_embed3, x))
+        return stages[0], stages[1], self.patch_embed4(tokens) + layout.positions(self.pos_embed)
 
     def check_input(self, x: torch.Tensor) -> None:
         expected = (self.in_chans, *self.input_size)
@@ -131,7 +163,7 @@ class ConvViTEncoder(nn.Module):
 class ConvMAEBase(ConvViTEncoder):
     """Masked-autoencoder pretraining (2D or 3D): `forward(x, mask=None, generator=None) -> (loss, pred, mask)`.
 
-    The conv stages run at visible positions only (`sparse=True`, `models.sparse`) or densely with
+    The conv stages run at visible positions only (`sparse=True`, `models.visible`) or densely with
     masked depthwise convs (`sparse=False`, the reference); the transformer then sees the visible
     tokens only, and the decoder sees them plus mask tokens and predicts every token's patch.
     """
@@ -141,9 +173,9 @@ class ConvMAEBase(ConvViTEncoder):
                  conv_kernel_size: tuple = (5, 5), decoder_embed_dim: int = 512, decoder_depth: int = 8,
                  decoder_num_heads: int = 16, mask_ratio: float = 0.75, mask_type: str = "random",
                  norm_pix_loss: bool = True, msd: bool = True, learnable_pos: bool = False,
-                 sparse: bool = True):
+                 sparse: bool = True, dwconv_backend: str = "auto"):
         super().__init__(input_size, strides, in_chans, embed_dims, depths, num_heads, mlp_ratio,
-                         conv_kernel_size, learnable_pos, msd=msd)
+                         conv_kernel_size, learnable_pos, msd=msd, dwconv_backend=dwconv_backend)
         check_mask_settings(mask_type, mask_ratio, self.grid_size)
         self.mask_ratio = mask_ratio
         self.mask_type = mask_type
@@ -193,48 +225,14 @@ class ConvMAEBase(ConvViTEncoder):
     def draw_mask(self, x: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
         return draw_mask(self.mask_type, x.shape[0], self.grid_size, self.mask_ratio, generator, x.device)
 
-    def stage_keep_masks(self, mask: torch.Tensor) -> tuple:
-        """Float keep masks (1 = visible) for stage 1 and stage 2, shaped `(B, *S, 1)`."""
-        down2 = self.strides[2]
-        down1 = _mul(self.strides[1], down2)
-        keep1 = ~upsample_mask(mask, self.grid_size, down1)
-        keep2 = ~upsample_mask(mask, self.grid_size, down2)
-        return keep1.unsqueeze(-1).float(), keep2.unsqueeze(-1).float()
-
     # -- encoder ---------------------------------------------------------------------------------
-    def forward_conv_stages(self, x: torch.Tensor, mask: torch.Tensor) -> tuple:
-        """Masked conv stages -> (stage-1 grid, stage-2 grid, visible stage-3 tokens `(B, N_vis, C)`).
-
-        The grids are channels-last and dense here; the stage-3 tokens include the position table.
-        """
-        keep1, keep2 = self.stage_keep_masks(mask)
-        x = self.patch_embed1(x)
-        for blk in self.blocks1:
-            x = blk(x, keep1.to(x.dtype))
-        stage1 = x
-        x = self.patch_embed2(channels_first(x))
-        for blk in self.blocks2:
-            x = blk(x, keep2.to(x.dtype))
-        stage2 = x
-        tokens = self.embed_tokens(x)
-        return stage1, stage2, tokens[~mask].reshape(tokens.shape[0], -1, tokens.shape[-1])
-
-    def forward_msd(self, stage1: torch.Tensor, stage2: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Multi-scale fusion: stage-1/2 grids projected to the stage-3 grid, visible tokens only."""
-        fused = (flatten_tokens(self.stage1_output_decode(channels_first(stage1)).movedim(1, -1))
-                 + flatten_tokens(self.stage2_output_decode(channels_first(stage2)).movedim(1, -1)))
-        return fused[~mask].reshape(fused.shape[0], -1, fused.shape[-1])
-
     def forward_encoder(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) + mask -> normalised visible tokens `(B, N_vis, C3)`."""
-        if self.sparse:  # visible positions only (models.sparse); sparse=False is the dense reference
-            stage1, stage2, x = visible_conv_stages(self, x, mask)
-        else:
-            stage1, stage2, x = self.forward_conv_stages(x, mask)
+        layout = self.layout(mask, visible=self.sparse)
+        stage1, stage2, x = self.forward_stages(x, layout)
         x = self.forward_blocks3(x)
         if self.msd:
-            fused = visible_msd(self, stage1, stage2, mask) if self.sparse else self.forward_msd(stage1, stage2, mask)
-            x = x + fused
+            x = x + layout.fuse(stage1, stage2, self.stage1_output_decode, self.stage2_output_decode)
         return self.norm(x)
 
     # -- decoder and loss ------------------------------------------------------------------------
@@ -272,9 +270,11 @@ class ConvViTBase(ConvViTEncoder):
                  embed_dims: tuple = (256, 384, 768), depths: tuple = (2, 2, 11), num_heads: int = 12,
                  mlp_ratio: float = 4.0, conv_kernel_size: tuple = (5, 5), learnable_pos: bool = True,
                  drop_rate: float = 0.0, attn_drop_rate: float = 0.0, drop_path_rate: float = 0.0,
-                 head_drop_rate: float = 0.0, head_init_scale: float = 0.001, global_pool: str = "avg"):
+                 head_drop_rate: float = 0.0, head_init_scale: float = 0.001, global_pool: str = "avg",
+                 dwconv_backend: str = "auto"):
         super().__init__(input_size, strides, in_chans, embed_dims, depths, num_heads, mlp_ratio,
-                         conv_kernel_size, learnable_pos, drop_rate, attn_drop_rate, drop_path_rate)
+                         conv_kernel_size, learnable_pos, drop_rate, attn_drop_rate, drop_path_rate,
+                         dwconv_backend=dwconv_backend)
         if global_pool not in ("avg", "max"):
             raise ValueError(f"global_pool must be 'avg' (official) or 'max', got {global_pool!r}")
         self.global_pool = global_pool
@@ -321,15 +321,7 @@ class ConvViTBase(ConvViTEncoder):
     def forward_features(self, x: torch.Tensor) -> dict:
         """-> dict(pooled (B, C3) after fc_norm, stage1/stage2/stage3 channels-first maps)."""
         self.check_input(x)
-        x = self.patch_embed1(x)
-        for blk in self.blocks1:
-            x = blk(x)
-        stage1 = x
-        x = self.patch_embed2(channels_first(x))
-        for blk in self.blocks2:
-            x = blk(x)
-        stage2 = x
-        x = self.embed_tokens(x)
+        stage1, stage2, x = self.forward_stages(x, self.layout())
         x = self.forward_blocks3(x)
         stage3 = x.reshape(x.shape[0], *self.grid_size, x.shape[-1])
         # 'max' lets a small object decide the clip (procedural demo); 'avg' is the official head

@@ -60,7 +60,8 @@ def resize_pos_table(table: torch.Tensor, src_grid: tuple, dst_grid: tuple) -> t
 class PatchEmbed(nn.Module):
     """Non-overlapping patch/cube embedding (conv with kernel = stride) + LayerNorm + GELU.
 
-    Takes a channels-first input `(B, C, *S)` and returns the channels-last grid `(B, *S', C')`.
+    `forward` takes a channels-first input `(B, C, *S)` and returns the channels-last grid
+    `(B, *S', C')`; `forward_rows` embeds visible cells given as rows (visible-only execution).
     """
 
     def __init__(self, in_chans: int, embed_dim: int, stride: tuple):
@@ -73,6 +74,19 @@ class PatchEmbed(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.norm(self.proj(x).movedim(1, -1)))
+
+    def forward_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """`forward` of cells whose input cells are consecutive rows: (N * prod(stride), C) -> (N, C')."""
+        return self.act(self.norm(strided_conv_rows(self.proj, rows)))
+
+
+def strided_conv_rows(conv: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    """A kernel = stride convolution evaluated on cells whose input cells are consecutive rows, in
+    row-major order of the stride box: (N * prod(kernel), C_in) -> (N, C_out)."""
+    weight = conv.weight
+    box = math.prod(weight.shape[2:])
+    patches = rows.reshape(-1, box, rows.shape[-1]).transpose(1, 2).flatten(1)
+    return F.linear(patches, weight.flatten(1), conv.bias)
 
 
 def channels_first(x: torch.Tensor) -> torch.Tensor:

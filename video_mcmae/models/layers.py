@@ -1,7 +1,8 @@
 """Building blocks: the masked convolution block of stages 1-2 and the transformer block of stage 3.
 
 Conv blocks work on a channels-last grid `(B, *S, C)` (S = (T, H, W) or (H, W)), so norms and 1x1
-convolutions are plain matrix products. Their weights keep the official Conv shapes
+convolutions are plain matrix products; `forward_visible` runs the same block on the visible rows
+of a masked grid (`models.visible`). Their weights keep the official Conv shapes
 (`conv1.weight (C, C, 1, 1)`) so official 2D checkpoints load unchanged.
 """
 import math
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import DropPath, Mlp
 
-from .sparse import depthwise_conv
+from .dwconv import VisibleGrid, check_backend, depthwise_conv, depthwise_conv_visible
 
 
 class Pointwise(nn.Module):
@@ -29,10 +30,15 @@ class Pointwise(nn.Module):
 
 
 class DepthwiseConv(nn.Module):
-    """Depthwise 'same' convolution of a channels-last grid; weight `(C, 1, *kernel_size)`."""
+    """Depthwise 'same' convolution of a channels-last grid; weight `(C, 1, *kernel_size)`.
 
-    def __init__(self, dim: int, kernel_size: tuple):
+    `backend`: 'auto', 'torch' or 'triton' (`models.dwconv`).
+    """
+
+    def __init__(self, dim: int, kernel_size: tuple, backend: str = "auto"):
         super().__init__()
+        check_backend(backend)
+        self.backend = backend
         if any(k % 2 == 0 for k in kernel_size):
             raise ValueError(f"conv_kernel_size must be odd in every dimension for 'same' padding, got {kernel_size}")
         self.weight = nn.Parameter(torch.empty(dim, 1, *kernel_size))
@@ -43,7 +49,11 @@ class DepthwiseConv(nn.Module):
         nn.init.uniform_(self.bias, -bound, bound)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return depthwise_conv(x, self.weight, self.bias)
+        return depthwise_conv(x, self.weight, self.bias, self.backend)
+
+    def forward_visible(self, rows: torch.Tensor, grid: VisibleGrid) -> torch.Tensor:
+        """The convolution at the visible rows `(N, C)` of a masked grid (masked inputs read as zero)."""
+        return depthwise_conv_visible(rows, grid.index_map, self.weight, self.bias, grid.positions, self.backend)
 
 
 class ConvMlp(nn.Module):
@@ -68,13 +78,13 @@ class ConvBlock(nn.Module):
     """
 
     def __init__(self, dim: int, kernel_size: tuple, mlp_ratio: float = 4.0, drop: float = 0.0,
-                 drop_path: float = 0.0):
+                 drop_path: float = 0.0, dwconv_backend: str = "auto"):
         super().__init__()
         spatial_dims = len(kernel_size)
         self.norm1 = nn.LayerNorm(dim, eps=1e-6)
         self.conv1 = Pointwise(dim, dim, spatial_dims)
         self.conv2 = Pointwise(dim, dim, spatial_dims)
-        self.attn = DepthwiseConv(dim, kernel_size)
+        self.attn = DepthwiseConv(dim, kernel_size, dwconv_backend)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), spatial_dims, drop)
@@ -85,6 +95,18 @@ class ConvBlock(nn.Module):
             y = y * keep
         x = x + self.drop_path(self.conv2(self.attn(y)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
+
+    def forward_visible(self, rows: torch.Tensor, grid: VisibleGrid) -> torch.Tensor:
+        """`forward` at the visible rows `(N, C)` of a masked grid: equal to the dense block's values
+        there, with the masked positions zeroed before the depthwise conv."""
+        batch = grid.index_map.shape[0]
+
+        def drop_path(value):  # per sample, as in the dense block
+            return self.drop_path(value.view(batch, -1, value.shape[-1])).view(value.shape)
+
+        y = self.attn.forward_visible(self.conv1(self.norm1(rows)), grid)
+        rows = rows + drop_path(self.conv2(y))
+        return rows + drop_path(self.mlp(self.norm2(rows)))
 
 
 class Attention(nn.Module):

@@ -1,3 +1,3 @@
-"""Triton kernels. Import lazily (through `video_mcmae.models.sparse`): importing this package
+"""Triton kernels. Import lazily (through `video_mcmae.models.dwconv`): importing this package
 decorates the kernels, and Triton decides at that moment whether they run compiled or under its
 CPU interpreter (`TRITON_INTERPRET=1`)."""

@@ -1,13 +1,14 @@
 """Depthwise-conv dispatch and the PyTorch reference paths (no Triton needed)."""
 import pytest
+import timm
 import torch
 import torch.nn.functional as F
 
-from video_mcmae.models import sparse
+from video_mcmae.models import dwconv
 
 
 def _masked_dense_reference(rows, index_map, w, b):
-    """Scatter rows into a zero grid, conv with torch, read the rows back (independent of sparse)."""
+    """Scatter rows into a zero grid, conv with torch, read the rows back (independent of dwconv)."""
     flat = index_map.reshape(-1)
     where = torch.nonzero(flat >= 0).squeeze(1)
     order = flat[where].long()
@@ -27,7 +28,7 @@ def test_dense_torch_backend_is_channels_last_conv(shape, kernel):
     x = torch.randn(shape)
     w = torch.randn(shape[-1], 1, *kernel)
     b = torch.randn(shape[-1])
-    y = sparse.depthwise_conv(x, w, b, backend="torch")
+    y = dwconv.depthwise_conv(x, w, b, backend="torch")
     conv = F.conv3d if x.dim() == 5 else F.conv2d
     ref = conv(x.movedim(-1, 1), w, b, padding=tuple(k // 2 for k in kernel), groups=shape[-1])
     torch.testing.assert_close(y, ref.movedim(1, -1))
@@ -43,21 +44,21 @@ def test_visible_torch_reference(grid, kernel):
     rows = torch.randn(n, 6, generator=g)
     w = torch.randn(6, 1, *kernel, generator=g)
     b = torch.randn(6, generator=g)
-    y = sparse.depthwise_conv_visible(rows, index_map, w, b, backend="torch")
+    y = dwconv.depthwise_conv_visible(rows, index_map, w, b, backend="torch")
     torch.testing.assert_close(y, _masked_dense_reference(rows, index_map, w, b))
 
 
 def test_visible_positions_inverts_index_map():
     index_map = torch.tensor([[[2, -1], [0, -1]], [[-1, 1], [3, -1]]], dtype=torch.int32)
-    pos = sparse.visible_positions(index_map)
+    pos = dwconv.visible_positions(index_map)
     assert pos.tolist() == [2, 5, 0, 6]
     assert torch.equal(index_map.reshape(-1)[pos.long()], torch.arange(4, dtype=torch.int32))
 
 
 def test_auto_backend_uses_torch_on_cpu(monkeypatch):
-    monkeypatch.setattr(sparse, "_load_kernels", lambda: pytest.fail("Triton used for a CPU tensor"))
+    monkeypatch.setattr(dwconv, "load_kernels", lambda: pytest.fail("Triton used for a CPU tensor"))
     x = torch.randn(1, 4, 4, 3)
-    sparse.depthwise_conv(x, torch.randn(3, 1, 3, 3))
+    dwconv.depthwise_conv(x, torch.randn(3, 1, 3, 3))
 
 
 @pytest.mark.parametrize("weight_shape,match", [
@@ -68,35 +69,49 @@ def test_auto_backend_uses_torch_on_cpu(monkeypatch):
 ])
 def test_bad_weights_are_named(weight_shape, match):
     with pytest.raises(ValueError, match=match):
-        sparse.depthwise_conv(torch.randn(1, 4, 4, 3), torch.randn(weight_shape))
+        dwconv.depthwise_conv(torch.randn(1, 4, 4, 3), torch.randn(weight_shape))
 
 
 def test_bad_grid_and_bias_are_named():
     with pytest.raises(ValueError, match="2D or 3D grid"):
-        sparse.depthwise_conv(torch.randn(1, 4, 3), torch.randn(3, 1, 3))
+        dwconv.depthwise_conv(torch.randn(1, 4, 3), torch.randn(3, 1, 3))
     with pytest.raises(ValueError, match="bias must be"):
-        sparse.depthwise_conv(torch.randn(1, 4, 4, 3), torch.randn(3, 1, 3, 3), torch.randn(4))
+        dwconv.depthwise_conv(torch.randn(1, 4, 4, 3), torch.randn(3, 1, 3, 3), torch.randn(4))
     with pytest.raises(ValueError, match="int32"):
-        sparse.depthwise_conv_visible(torch.randn(2, 3), torch.zeros(1, 2, 2, dtype=torch.long),
+        dwconv.depthwise_conv_visible(torch.randn(2, 3), torch.zeros(1, 2, 2, dtype=torch.long),
                                       torch.randn(3, 1, 3, 3))
     with pytest.raises(ValueError, match="marks 4 visible positions but there are 2 rows"):
-        sparse.depthwise_conv_visible(torch.randn(2, 3), torch.arange(4, dtype=torch.int32).view(1, 2, 2),
+        dwconv.depthwise_conv_visible(torch.randn(2, 3), torch.arange(4, dtype=torch.int32).view(1, 2, 2),
                                       torch.randn(3, 1, 3, 3))
     with pytest.raises(ValueError, match=r"\(N, C\)"):
-        sparse.depthwise_conv_visible(torch.randn(2, 4), torch.zeros(1, 2, 2, dtype=torch.int32),
+        dwconv.depthwise_conv_visible(torch.randn(2, 4), torch.zeros(1, 2, 2, dtype=torch.int32),
                                       torch.randn(3, 1, 3, 3))
 
 
 def test_backend_choice(monkeypatch):
     x, w = torch.randn(1, 4, 4, 3), torch.randn(3, 1, 3, 3)
-    monkeypatch.setenv(sparse.BACKEND_ENV, "cudnn")
+    monkeypatch.setenv(dwconv.BACKEND_ENV, "cudnn")
     with pytest.raises(ValueError, match="backend must be one of"):
-        sparse.depthwise_conv(x, w)
-    monkeypatch.setenv(sparse.BACKEND_ENV, "torch")
-    sparse.depthwise_conv(x, w)
-    monkeypatch.setattr(sparse, "_HAS_TRITON", True)
+        dwconv.depthwise_conv(x, w)
+    monkeypatch.setenv(dwconv.BACKEND_ENV, "torch")
+    dwconv.depthwise_conv(x, w)
+    monkeypatch.setattr(dwconv, "HAS_TRITON", True)
     with pytest.raises(ValueError, match="up to 7"):
-        sparse.depthwise_conv(torch.randn(1, 9, 9, 3), torch.randn(3, 1, 9, 9), backend="triton")
-    monkeypatch.setattr(sparse, "_HAS_TRITON", False)
+        dwconv.depthwise_conv(torch.randn(1, 9, 9, 3), torch.randn(3, 1, 9, 9), backend="triton")
+    monkeypatch.setattr(dwconv, "HAS_TRITON", False)
     with pytest.raises(RuntimeError, match="triton is not installed"):
-        sparse.depthwise_conv(x, w, backend="triton")
+        dwconv.depthwise_conv(x, w, backend="triton")
+
+
+def test_model_argument_chooses_the_backend(monkeypatch):
+    """`dwconv_backend` reaches every conv block; only 'auto' defers to the environment variable."""
+    monkeypatch.setenv(dwconv.BACKEND_ENV, "cudnn")  # an invalid override, so reading it shows
+    x = torch.randn(1, 3, 2, 32, 32)
+    forced = timm.create_model("videoconvvit_tiny_patch16", num_frames=2, img_size=32, dwconv_backend="torch")
+    assert {blk.attn.backend for blk in (*forced.blocks1, *forced.blocks2)} == {"torch"}
+    forced(x)
+    auto = timm.create_model("videoconvvit_tiny_patch16", num_frames=2, img_size=32)
+    with pytest.raises(ValueError, match=f"environment variable {dwconv.BACKEND_ENV}"):
+        auto(x)
+    with pytest.raises(ValueError, match=r"got 'cuda' \(dwconv_backend\)"):
+        timm.create_model("videoconvvit_tiny_patch16", dwconv_backend="cuda")

@@ -4,7 +4,6 @@ import timm
 import torch
 
 import video_mcmae.models  # noqa: F401  (registers the presets)
-from video_mcmae.models import sparse
 
 CASES = {  # id: (preset, overrides, mask_type, mask_ratio)
     "3d-tube": ("videoconvmae_tiny_patch16", dict(num_frames=4, img_size=48), "tube", 0.5),
@@ -64,7 +63,7 @@ def test_visible_rows_follow_the_stage3_token_order():
     model = timm.create_model("videoconvmae_tiny_patch16", num_frames=4, img_size=48)
     x = torch.randn(2, 3, *model.input_size)
     mask = model.draw_mask(x, torch.Generator().manual_seed(3))
-    stage1, stage2, tokens = sparse.visible_conv_stages(model, x, mask)
+    stage1, stage2, tokens = model.forward_stages(x, model.layout(mask, visible=True))
     n_vis = int((~mask[0]).sum())
     assert tokens.shape == (2, n_vis, model.embed_dims[2])
     assert stage2.rows.shape == (2 * n_vis * 4, model.embed_dims[1])

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from video_mcmae.models import sparse
+from video_mcmae.models import dwconv
 
 TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
 
@@ -21,11 +21,11 @@ def benchmark():
 
 def test_training_steps(benchmark, tmp_path, capsys):
     out = tmp_path / "train.json"
-    before = os.environ.get(sparse.BACKEND_ENV)
+    before = os.environ.get(dwconv.BACKEND_ENV)
     rows = benchmark.main(["train", "--model", "videoconvmae_tiny_msd_patch16", "--frames", "4", "--img-size", "32",
                            "--batch", "2", "--steps", "1", "--warmup", "0", "--precision", "fp32",
                            "--sparse", "on", "off", "--kernel", "torch", "--device", "cpu", "--json", str(out)])
-    assert os.environ.get(sparse.BACKEND_ENV) == before, "the benchmark must restore the backend choice"
+    assert os.environ.get(dwconv.BACKEND_ENV) == before, "the benchmark must restore the backend choice"
     assert [r["sparse"] for r in rows] == [True, False]
     saved = json.loads(out.read_text())
     assert saved["results"] == rows

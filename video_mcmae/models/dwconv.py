@@ -1,0 +1,180 @@
+"""Depthwise 'same' convolution of a channels-last grid: backend choice and dispatch.
+
+`depthwise_conv` is the dense convolution the conv blocks call; `depthwise_conv_visible` is the
+same convolution evaluated at the visible positions of a masked grid only, with masked inputs read
+as zero. Both run either the Triton kernel (`video_mcmae.models.kernels.dwconv`, CUDA tensors) or
+PyTorch's grouped convolution.
+
+Which one runs is the models' `dwconv_backend` argument (config `model.use_kernel`): `torch` or
+`triton` forces a backend; `auto` (the default) takes the environment variable
+`VIDEO_MCMAE_DWCONV` when it is set, as a user override, and otherwise uses Triton for CUDA
+tensors when it imports. The kernel takes odd kernel sizes up to 7 (2D, or 3D up to 7x7x7); `auto`
+sends larger kernels to torch, `triton` rejects them.
+"""
+import importlib
+import importlib.util
+import math
+import os
+import warnings
+from typing import NamedTuple, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+BACKEND_ENV = "VIDEO_MCMAE_DWCONV"
+BACKENDS = ("auto", "torch", "triton")
+MAX_KERNEL = 7
+
+HAS_TRITON = importlib.util.find_spec("triton") is not None
+_kernels = None
+
+
+def load_kernels():
+    """Import the Triton kernels on first use: Triton fixes compiled-vs-interpreted at import."""
+    global _kernels
+    if _kernels is None:
+        _kernels = importlib.import_module("video_mcmae.models.kernels.dwconv")
+    return _kernels
+
+
+if HAS_TRITON and torch.cuda.is_available():
+    # Load now rather than on first call, so that torch.compile never traces the import.
+    try:
+        load_kernels()
+    except ImportError as err:  # a broken triton install: fall back to torch, and say so once
+        warnings.warn(f"triton is installed but does not import ({err}); depthwise convs use torch")
+        HAS_TRITON = False
+
+
+class VisibleGrid(NamedTuple):
+    """The visible rows of a masked grid: int32 `index_map (B, *S)` (the row of each position, -1 =
+    masked) and int32 `positions (N,)` (the linear grid position of each row)."""
+    index_map: torch.Tensor
+    positions: torch.Tensor
+
+
+def check_backend(backend: Optional[str], source: str = "dwconv_backend") -> None:
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(f"depthwise-conv backend must be one of {BACKENDS}, got {backend!r} ({source})")
+
+
+def resolve_backend(backend: Optional[str], x: torch.Tensor, kernel: Sequence[int]) -> str:
+    """'torch' or 'triton' for one call. The environment variable is read here and nowhere else."""
+    source = "argument backend="
+    if backend in (None, "auto"):
+        backend, source = os.environ.get(BACKEND_ENV, "auto"), f"environment variable {BACKEND_ENV}"
+    check_backend(backend, source)
+    if backend == "auto":
+        usable = HAS_TRITON and x.is_cuda and max(kernel) <= MAX_KERNEL
+        return "triton" if usable else "torch"
+    if backend == "triton":
+        if not HAS_TRITON:
+            raise RuntimeError("depthwise-conv backend 'triton' was requested but triton is not installed")
+        if max(kernel) > MAX_KERNEL:
+            raise ValueError(f"the Triton depthwise-conv kernel supports kernel sizes up to "
+                             f"{MAX_KERNEL}, got {tuple(kernel)}")
+    return backend
+
+
+def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], nd: int):
+    """Validate shapes; return the kernel size."""
+    if nd not in (2, 3):
+        raise ValueError(f"depthwise conv needs a 2D or 3D grid, got {nd} spatial dims")
+    channels = x.shape[-1]
+    if weight.dim() != nd + 2 or weight.shape[0] != channels or weight.shape[1] != 1:
+        raise ValueError(f"depthwise-conv weight must be (C, 1, *k) with C={channels} and {nd} "
+                         f"kernel dims, got {tuple(weight.shape)}")
+    kernel = tuple(weight.shape[2:])
+    if any(k % 2 == 0 for k in kernel):
+        raise ValueError(f"depthwise conv with 'same' padding needs odd kernel sizes, got {kernel}")
+    if bias is not None and tuple(bias.shape) != (channels,):
+        raise ValueError(f"depthwise-conv bias must be ({channels},), got {tuple(bias.shape)}")
+    return kernel
+
+
+def _grid3d(shape: Sequence[int], kernel: Sequence[int]):
+    """(T, H, W) and (kT, kH, kW); a 2D grid is a 3D one of depth 1."""
+    if len(shape) == 2:
+        return [1, *shape], [1, *kernel]
+    return list(shape), list(kernel)
+
+
+def _autocast(x: torch.Tensor) -> torch.Tensor:
+    # cuDNN's conv would run in the autocast dtype; match it (the kernel accumulates in fp32).
+    if torch.is_autocast_enabled(x.device.type):
+        return x.to(torch.get_autocast_dtype(x.device.type))
+    return x
+
+
+def _torch_dense(x, weight, bias):
+    conv = F.conv3d if x.dim() == 5 else F.conv2d
+    padding = tuple(k // 2 for k in weight.shape[2:])
+    y = conv(x.movedim(-1, 1), weight, bias, padding=padding, groups=x.shape[-1])
+    return y.movedim(1, -1)
+
+
+def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
+                   backend: Optional[str] = None) -> torch.Tensor:
+    """Depthwise 'same' convolution of a channels-last grid.
+
+    x: (B, *S, C) with S = (T, H, W) or (H, W); weight: (C, 1, *k) with odd k; bias: (C,) or None.
+    Returns (B, *S, C).
+    """
+    kernel = _check(x, weight, bias, x.dim() - 2)
+    if resolve_backend(backend, x, kernel) == "torch":
+        return _torch_dense(x, weight, bias)
+    x = _autocast(x)
+    grid, ksize = _grid3d(x.shape[1:-1], kernel)
+    rows = x.reshape(-1, x.shape[-1]).contiguous()
+    w_kc = weight.reshape(weight.shape[0], -1).t().contiguous()
+    y = load_kernels().dwconv_rows(rows, w_kc, bias, None, None, grid, ksize)
+    return y.view(x.shape)
+
+
+def visible_positions(index_map: torch.Tensor, num_rows: Optional[int] = None) -> torch.Tensor:
+    """Linear grid position of every row of an index map (int32, -1 = masked)."""
+    flat = index_map.reshape(-1)
+    where = torch.nonzero(flat >= 0).squeeze(1)
+    rows = flat[where].long()
+    if num_rows is None:
+        num_rows = where.numel()
+    elif num_rows != where.numel():
+        raise ValueError(f"index_map marks {where.numel()} visible positions but there are {num_rows} rows")
+    return torch.zeros(num_rows, dtype=torch.int32, device=flat.device).index_copy_(
+        0, rows, where.to(torch.int32))
+
+
+def depthwise_conv_visible(rows: torch.Tensor, index_map: torch.Tensor, weight: torch.Tensor,
+                           bias: Optional[torch.Tensor] = None,
+                           positions: Optional[torch.Tensor] = None,
+                           backend: Optional[str] = None) -> torch.Tensor:
+    """Depthwise 'same' convolution of a masked grid, evaluated at its visible positions only.
+
+    rows: (N, C) the visible inputs; index_map: int32 (B, *S), the row of each grid position or
+    -1 where masked (masked inputs are zero); positions: optional int32 (N,) linear grid position
+    of each row (the inverse of index_map; computed when not given). Returns (N, C).
+    """
+    if rows.dim() != 2 or rows.shape[-1] != weight.shape[0]:
+        raise ValueError(f"visible rows must be (N, C) with C={weight.shape[0]}, got {tuple(rows.shape)}")
+    if index_map.dtype != torch.int32:
+        raise ValueError(f"index_map must be int32, got {index_map.dtype}")
+    kernel = _check(rows, weight, bias, index_map.dim() - 1)
+    if positions is None:
+        positions = visible_positions(index_map, rows.shape[0])
+    if positions.shape != (rows.shape[0],):
+        raise ValueError(f"positions must be ({rows.shape[0]},), got {tuple(positions.shape)}")
+    if resolve_backend(backend, rows, kernel) == "torch":
+        return _torch_visible(rows, index_map, weight, bias, positions)
+    rows = _autocast(rows)
+    grid, ksize = _grid3d(index_map.shape[1:], kernel)
+    w_kc = weight.reshape(weight.shape[0], -1).t().contiguous()
+    return load_kernels().dwconv_rows(rows.contiguous(), w_kc, bias, positions.to(torch.int32).contiguous(),
+                                       index_map.contiguous(), grid, ksize)
+
+
+def _torch_visible(rows, index_map, weight, bias, positions):
+    """Reference: scatter the rows into a zero canvas, convolve densely, gather the rows back."""
+    positions = positions.long()
+    canvas = rows.new_zeros(math.prod(index_map.shape), rows.shape[-1]).index_copy(0, positions, rows)
+    y = _torch_dense(canvas.view(*index_map.shape, -1), weight, bias)
+    return y.reshape(-1, rows.shape[-1]).index_select(0, positions)
