@@ -11,8 +11,8 @@ from video_mcmae.config import ConfigError
 from video_mcmae.data.datasets import TooManyBadFilesError
 from video_mcmae.data.lists import DataListError
 from video_mcmae.engine import distributed
-from video_mcmae.engine.checkpoint import CheckpointError
 from video_mcmae.engine.trainer import NonFiniteLossError
+from video_mcmae.weights import CheckpointError
 
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
     ConfigError, CheckpointError, DataListError, TooManyBadFilesError, FileNotFoundError,
