@@ -26,8 +26,17 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Optional
 
+import av
 import numpy as np
 import torch
+from PIL import Image, ImageDraw
+
+from video_mcmae import api
+from video_mcmae.api import IMAGE_EXTENSIONS, ApiError, input_geometry
+from video_mcmae.data.lists import DataListError
+from video_mcmae.data.readers import VideoReadError, open_video
+from video_mcmae.models import draw_mask
+from video_mcmae.weights import CheckpointError
 
 PANELS = ("original", "masked input", "reconstruction", "error")
 FILL = (0.5, 0.5, 0.5)  # colour of hidden cubes in the masked-input panel
@@ -82,9 +91,6 @@ def _to_frames(x: torch.Tensor) -> np.ndarray:
 @torch.no_grad()
 def reconstruct(loaded, path: str, mask_ratio: float, mask_type: str, seed: int) -> Reconstruction:
     """Run the pretraining model of `loaded` (a `video_mcmae.api.LoadedModel`) on one file."""
-    from video_mcmae.api import ApiError
-    from video_mcmae.models import draw_mask
-
     model = loaded.model
     if not hasattr(model, "patchify"):
         raise ApiError(f"{loaded.preset} is a classifier; reconstructions need the pretraining model "
@@ -131,8 +137,6 @@ def _even(frames: np.ndarray) -> np.ndarray:
 
 
 def write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
-    import av
-
     frames = _even(frames)
     with av.open(path, "w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
@@ -145,8 +149,6 @@ def write_mp4(path: str, frames: np.ndarray, fps: float) -> None:
 
 
 def write_gif(path: str, frames: np.ndarray, fps: float) -> None:
-    from PIL import Image
-
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=max(int(round(1000 / fps)), 20),
                    loop=0, optimize=False)
@@ -154,8 +156,6 @@ def write_gif(path: str, frames: np.ndarray, fps: float) -> None:
 
 def write_grid(path: str, frames: np.ndarray, panel_width: int, scale: int, title: str) -> None:
     """One row per frame under a title strip (the run, then the panel names); lossless PNG."""
-    from PIL import Image, ImageDraw
-
     t, h, w, _ = frames.shape
     grid = np.full((TITLE_HEIGHT + t * h, w, 3), 255, np.uint8)
     grid[TITLE_HEIGHT:] = frames.reshape(t * h, w, 3)
@@ -171,9 +171,6 @@ def output_fps(loaded, path: str, requested: Optional[float]) -> float:
     """The clip's own pace: source fps over the frame stride (dense) or over the segment length."""
     if requested:
         return requested
-    from video_mcmae.api import IMAGE_EXTENSIONS, input_geometry
-    from video_mcmae.data.readers import open_video
-
     num_frames, _ = input_geometry(loaded.model)
     if num_frames is None or path.lower().endswith(IMAGE_EXTENSIONS):
         return 4.0
@@ -208,11 +205,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from video_mcmae import api
-    from video_mcmae.data.lists import DataListError
-    from video_mcmae.data.readers import VideoReadError
-    from video_mcmae.engine.checkpoint import CheckpointError
-
     overrides = {k: v for k, v in (("num_frames", args.num_frames), ("img_size", args.img_size)) if v is not None}
     try:
         loaded = api.load(args.weights, preset=args.preset, dataset=args.dataset, sampling_rate=args.sampling_rate,
@@ -222,7 +214,7 @@ def main(argv=None) -> int:
         mask_type = args.mask_type or getattr(model, "mask_type", "tube")
         rec = reconstruct(loaded, args.input, ratio, mask_type, args.seed)
         fps = output_fps(loaded, args.input, args.fps)
-    except (api.ApiError, CheckpointError, DataListError, VideoReadError, FileNotFoundError) as e:
+    except (ApiError, CheckpointError, DataListError, VideoReadError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     h, w = rec.original.shape[1:3]
