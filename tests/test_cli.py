@@ -1,0 +1,49 @@
+"""The tools' error wrapper: user errors -> one `error:` line and status 2 (printed by the main rank,
+or by the rank that raised a rank-local error), a non-finite loss -> status 3."""
+import pytest
+
+from video_mcmae.cli import run_cli
+from video_mcmae.config import ConfigError
+from video_mcmae.data.lists import DataListError
+from video_mcmae.engine.trainer import NonFiniteLossError
+from video_mcmae.weights import CheckpointError
+
+
+class RankLocalError(RuntimeError):
+    pass
+
+
+def _raise(error):
+    def body():
+        raise error
+    return body
+
+
+@pytest.mark.parametrize("error", [ConfigError("bad key"), CheckpointError("bad key"), DataListError("bad key"),
+                                   FileNotFoundError("bad key")])
+def test_user_errors_print_one_line_and_exit_2(error, capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    assert run_cli(_raise(error)) == 2
+    assert capsys.readouterr().out == "error: bad key\n"
+
+
+def test_a_non_finite_loss_exits_3(capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    assert run_cli(_raise(NonFiniteLossError("loss is nan"))) == 3
+    assert capsys.readouterr().out == "error: loss is nan\n"
+
+
+def test_other_ranks_stay_quiet_unless_the_error_is_their_own(capsys, monkeypatch):
+    monkeypatch.setenv("RANK", "1")
+    assert run_cli(_raise(ConfigError("same on every rank"))) == 2
+    assert run_cli(_raise(NonFiniteLossError("nan"))) == 3
+    assert capsys.readouterr().out == ""
+    assert run_cli(_raise(RankLocalError("only here")), rank_errors=(RankLocalError,)) == 2
+    assert capsys.readouterr().out == "error: only here\n"
+
+
+def test_success_is_0_and_other_exceptions_propagate(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    assert run_cli(lambda: None) == 0
+    with pytest.raises(RankLocalError):
+        run_cli(_raise(RankLocalError("a bug")))
