@@ -39,7 +39,7 @@ $PY -c "import torch, triton; print(torch.__version__, triton.__version__, torch
 
 if $PY -c "import pytest" 2>/dev/null; then
     step tests $PY -m pytest -q -p no:cacheprovider tests/models/test_kernel_triton.py \
-        tests/models/test_sparse.py tests/models/test_sparse_visible.py
+        tests/models/test_dwconv.py tests/models/test_visible.py
 else
     echo "== tests SKIPPED: pytest is not importable (see the header of this script)" | tee "$OUT/tests.txt"
     status=1
