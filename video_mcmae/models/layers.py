@@ -81,12 +81,13 @@ class ConvBlock(nn.Module):
                  drop_path: float = 0.0, dwconv_backend: str = "auto"):
         super().__init__()
         spatial_dims = len(kernel_size)
-        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        # eps 1e-5 (nn.LayerNorm's default) as in the official conv blocks; the transformer blocks use 1e-6
+        self.norm1 = nn.LayerNorm(dim)
         self.conv1 = Pointwise(dim, dim, spatial_dims)
         self.conv2 = Pointwise(dim, dim, spatial_dims)
         self.attn = DepthwiseConv(dim, kernel_size, dwconv_backend)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.norm2 = nn.LayerNorm(dim)
         self.mlp = ConvMlp(dim, int(dim * mlp_ratio), spatial_dims, drop)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor = None) -> torch.Tensor:
