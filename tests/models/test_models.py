@@ -155,3 +155,32 @@ def test_global_pool_choice():
         assert torch.allclose(mx.forward_features(x)["pooled"], mx.fc_norm(tokens.amax(1)), atol=1e-6)
     with pytest.raises(ValueError, match="global_pool"):
         timm.create_model("videoconvvit_tiny_patch16", global_pool="token")
+
+
+def _uniform_bound(t: torch.Tensor) -> float:
+    """max |t|: for U(-b, b) with many draws, just under b."""
+    return t.abs().max().item()
+
+
+def test_pretraining_init_follows_the_official_convmae():
+    """nn.Linear: xavier-uniform with zero bias; the stage-3 embedding: xavier-uniform on its flattened
+    weight; every other convolution (stage-1/2 embeddings, the conv blocks' 1x1 and depthwise convs,
+    the MSD projections): nn.Conv's default, kaiming-uniform (a=sqrt(5)) and a uniform bias."""
+    torch.manual_seed(0)
+    model = timm.create_model("videoconvmae_tiny_msd_patch16")
+    convs = [model.patch_embed1.proj, model.patch_embed2.proj, model.stage1_output_decode, model.stage2_output_decode]
+    for blk in (*model.blocks1, *model.blocks2):
+        convs += [blk.conv1, blk.conv2, blk.attn, blk.mlp.fc1, blk.mlp.fc2]
+    for conv in convs:
+        bound = 1 / conv.weight[0].numel() ** 0.5  # 1/sqrt(fan_in) for weight and bias alike
+        assert 0.9 * bound < _uniform_bound(conv.weight) <= bound, conv
+        assert 0 < _uniform_bound(conv.bias) <= bound, conv
+    w = model.patch_embed3.proj.weight.flatten(1)
+    assert 0.9 < _uniform_bound(w) / (6 / sum(w.shape)) ** 0.5 <= 1
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert len(linears) > 10
+    for linear in linears:
+        assert 0.9 < _uniform_bound(linear.weight) / (6 / sum(linear.weight.shape)) ** 0.5 <= 1, linear
+        assert not linear.bias.any(), linear
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
+    assert all(n.weight.eq(1).all() and not n.bias.any() for n in norms)

@@ -147,17 +147,20 @@ class ConvViTEncoder(nn.Module):
                              "create the model with matching num_frames/img_size (load_pretrained resizes "
                              "position tables)")
 
-    def _init_weights(self, linear_init) -> None:
+    def _init_weights(self, linear_init, linear_types: tuple, xavier_embeds: tuple) -> None:
+        """`linear_init` and zero bias for modules of `linear_types`, weight 1 and bias 0 for LayerNorms,
+        xavier-uniform on the flattened weight of the `xavier_embeds` patch embeddings; every other
+        convolution keeps nn.Conv's default initialisation."""
         for m in self.modules():
-            if isinstance(m, (nn.Linear, Pointwise)):
+            if isinstance(m, linear_types):
                 linear_init(m.weight)
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)
             elif isinstance(m, nn.LayerNorm):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
-            elif isinstance(m, PatchEmbed):
-                nn.init.xavier_uniform_(m.proj.weight.view(m.proj.weight.shape[0], -1))
+        for embed in xavier_embeds:
+            nn.init.xavier_uniform_(embed.proj.weight.view(embed.proj.weight.shape[0], -1))
 
 
 class ConvMAEBase(ConvViTEncoder):
@@ -192,7 +195,8 @@ class ConvMAEBase(ConvViTEncoder):
         self.decoder_norm = nn.LayerNorm(decoder_embed_dim, eps=1e-6)
         self.decoder_pred = nn.Linear(decoder_embed_dim, self.patch_dim)
 
-        self._init_weights(nn.init.xavier_uniform_)
+        # the official ConvMAE's: only nn.Linear layers and the stage-3 embedding are xavier-initialised
+        self._init_weights(nn.init.xavier_uniform_, (nn.Linear,), (self.patch_embed3,))
         nn.init.normal_(self.mask_token, std=0.02)
 
     # -- patches ---------------------------------------------------------------------------------
@@ -283,7 +287,8 @@ class ConvViTBase(ConvViTEncoder):
         self.head_drop = nn.Dropout(head_drop_rate)
         self.head = nn.Linear(embed_dims[2], num_classes) if num_classes > 0 else nn.Identity()
         self.fc_norm = nn.LayerNorm(embed_dims[2], eps=1e-6)
-        self._init_weights(lambda w: trunc_normal_(w, std=0.02))
+        self._init_weights(lambda w: trunc_normal_(w, std=0.02), (nn.Linear, Pointwise),
+                           (self.patch_embed1, self.patch_embed2, self.patch_embed3))
         self._scale_head()
 
     def _scale_head(self) -> None:

@@ -16,14 +16,22 @@ from timm.layers import DropPath, Mlp
 from .dwconv import VisibleGrid, check_backend, depthwise_conv, depthwise_conv_visible
 
 
+def conv_default_init(weight: torch.Tensor, bias: torch.Tensor) -> None:
+    """nn.Conv's default initialisation: kaiming-uniform (a=sqrt(5)) weight, bias uniform in
+    +-1/sqrt(fan_in). The official conv blocks are plain nn.Conv layers and keep it."""
+    nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+    bound = 1 / math.sqrt(weight[0].numel())
+    nn.init.uniform_(bias, -bound, bound)
+
+
 class Pointwise(nn.Module):
     """1x1 convolution of a channels-last grid, computed as `F.linear` on the last dimension."""
 
     def __init__(self, in_dim: int, out_dim: int, spatial_dims: int):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(out_dim, in_dim, *(1,) * spatial_dims))
-        self.bias = nn.Parameter(torch.zeros(out_dim))
-        nn.init.xavier_uniform_(self.weight)
+        self.bias = nn.Parameter(torch.empty(out_dim))
+        conv_default_init(self.weight, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight.flatten(1), self.bias)
@@ -43,10 +51,7 @@ class DepthwiseConv(nn.Module):
             raise ValueError(f"conv_kernel_size must be odd in every dimension for 'same' padding, got {kernel_size}")
         self.weight = nn.Parameter(torch.empty(dim, 1, *kernel_size))
         self.bias = nn.Parameter(torch.empty(dim))
-        # nn.Conv's default initialisation (the official model uses a plain grouped nn.Conv2d)
-        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
-        bound = 1 / math.sqrt(math.prod(kernel_size))
-        nn.init.uniform_(self.bias, -bound, bound)
+        conv_default_init(self.weight, self.bias)  # the official model uses a plain grouped nn.Conv2d
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return depthwise_conv(x, self.weight, self.bias, self.backend)
