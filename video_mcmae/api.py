@@ -212,7 +212,11 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
     if "num_classes" not in model_kwargs and not config and "head.weight" in state:
         fields["num_classes"] = state["head.weight"].shape[0]  # a bare state dict: its head says it
     fields.update(drop_path_rate=0.0, drop_rate=0.0)  # inference only
-    model = build_model(ModelConfig(**fields))
+    model_cfg = ModelConfig(**fields)
+    settings = _data_config(config.get("data") or {}, model_cfg.img_size,
+                            dict(dataset=dataset, sampling_rate=sampling_rate, short_side_size=short_side_size,
+                                 reader=reader))
+    model = build_model(model_cfg, data=settings)  # a pretraining model's targets undo settings.mean/std
     trained_head = True
     if state:
         if preset == saved_preset or saved_preset is None:
@@ -221,9 +225,6 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
             report = load_pretrained(model, state)
             trained_head = not any(k.startswith("head.") for k in report.missing_keys)
     model.to(_device(device)).eval()
-    settings = _data_config(config.get("data") or {}, input_geometry(model)[1],
-                            dict(dataset=dataset, sampling_rate=sampling_rate, short_side_size=short_side_size,
-                                 reader=reader))
     if isinstance(class_names, str):
         class_names = read_class_names(class_names, getattr(model, "num_classes", None))
     elif class_names is not None:

@@ -1,7 +1,9 @@
+import pytest
 import timm
 import torch
 
-import video_mcmae.models  # noqa: F401
+from video_mcmae.config import DataConfig, ModelConfig
+from video_mcmae.models import build_model
 
 MEAN = torch.tensor([0.485, 0.456, 0.406])
 STD = torch.tensor([0.229, 0.224, 0.225])
@@ -66,3 +68,17 @@ def test_patchify_roundtrip_for_several_sizes():
         patches = model.patchify(x)
         assert patches.shape == (2, x.shape[2] // 2 * x.shape[3] // 16 * x.shape[4] // 16, 1536)
         assert torch.equal(model.unpatchify(patches), x)
+
+
+def test_video_target_undoes_the_data_normalisation_of_the_run():
+    mean, std = (0.5, 0.4, 0.3), (0.2, 0.25, 0.3)
+    model = build_model(ModelConfig(name="videoconvmae_tiny_patch16", num_frames=4, img_size=32, norm_pix_loss=False),
+                        data=DataConfig(mean=list(mean), std=list(std)))
+    assert (model.data_mean, model.data_std) == (mean, std)
+    x = torch.randn(1, 3, 4, 32, 32)
+    pixels = x * torch.tensor(std).view(1, 3, 1, 1, 1) + torch.tensor(mean).view(1, 3, 1, 1, 1)
+    torch.testing.assert_close(model.unpatchify(model.target(x)), pixels)
+    default = build_model(ModelConfig(name="videoconvmae_tiny_patch16", num_frames=4, img_size=32))
+    assert default.data_mean == (0.485, 0.456, 0.406) and default.data_std == (0.229, 0.224, 0.225)
+    with pytest.raises(ValueError, match=r"data_mean/data_std \(config data.mean/data.std\) need 3 values"):
+        _video_model(data_mean=(0.5, 0.5))

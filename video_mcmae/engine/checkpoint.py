@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from safetensors.torch import save_file
 from torch import nn
 
-from video_mcmae.config import ModelConfig
+from video_mcmae.config import DataConfig, ModelConfig
 from video_mcmae.engine import distributed as dist_utils
 from video_mcmae.models import build_model
 from video_mcmae.weights import (
@@ -181,6 +181,8 @@ def load_exported(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
     """(model, the export's .json) from an exported `.safetensors` (its `.json` beside it); no
     DeepSpeed needed."""
     weights = read_weights(path, accept=("export",))
-    model = build_model(ModelConfig(**weights.config["model"]), linprobe=weights.linprobe)
+    data = weights.config.get("data")
+    model = build_model(ModelConfig(**weights.config["model"]), linprobe=weights.linprobe,
+                        data=DataConfig(**data) if data else None)
     model.load_state_dict(weights.state_dict, strict=True)
     return model, weights.meta

@@ -31,7 +31,7 @@ def run_pretrain(cfg: Config, resume: str = "", auto_resume: bool = False) -> Ru
     run = start_run(cfg, resume, auto_resume)
     try:
         _, loader, steps = train_loader(run, "pretrain")  # data errors surface before the engine starts
-        engine, optimizer, names = make_engine(run, build_model(cfg.model))
+        engine, optimizer, names = make_engine(run, build_model(cfg.model, data=cfg.data))
         resume_engine(run, engine)
         fit(run, engine, optimizer, names, loader, steps, pretrain_step)
         run.logger.info(f"done: {run.epoch} epochs, global step {run.global_step}")

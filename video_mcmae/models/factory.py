@@ -1,11 +1,11 @@
 """Models from configs: the preset names, `build_model`, `is_pretraining` and the linear-probe head."""
-from typing import Any, Dict, Union
+from typing import Any, Dict, Optional, Union
 
 import timm
 import torch
 from torch import nn
 
-from video_mcmae.config import ConfigError, ModelConfig
+from video_mcmae.config import ConfigError, DataConfig, ModelConfig
 
 from .convmae import ConvMAEBase
 
@@ -30,9 +30,10 @@ def is_pretraining(name_or_model: Union[str, nn.Module]) -> bool:
     return name_or_model in PRETRAINING_PRESETS
 
 
-def build_model(m: ModelConfig, linprobe: bool = False) -> nn.Module:
+def build_model(m: ModelConfig, linprobe: bool = False, data: Optional[DataConfig] = None) -> nn.Module:
     """The preset `m.name` with the config's geometry, regularisation and depthwise-conv backend;
-    `linprobe` puts a `LinearProbeHead` on a classifier."""
+    `linprobe` puts a `LinearProbeHead` on a classifier. `data`: the run's data section, whose
+    `mean`/`std` a video pretraining model undoes to build its targets (default: ImageNet's)."""
     if m.name not in PRESETS:
         raise ConfigError(f"model.name: unknown preset {m.name!r}; choose one of {', '.join(PRESETS)}")
     kwargs: Dict[str, Any] = {"img_size": m.img_size, "dwconv_backend": m.use_kernel}
@@ -40,6 +41,8 @@ def build_model(m: ModelConfig, linprobe: bool = False) -> nn.Module:
         kwargs.update(num_frames=m.num_frames, tubelet_size=m.tubelet_size)
     if is_pretraining(m.name):  # config.validate has refused drop path / dropout for these
         kwargs.update(mask_ratio=m.mask_ratio, mask_type=m.mask_type, norm_pix_loss=m.norm_pix_loss, sparse=m.sparse)
+        if data is not None and m.name.startswith("video"):
+            kwargs.update(data_mean=tuple(data.mean), data_std=tuple(data.std))
     else:
         kwargs.update(num_classes=m.num_classes, drop_path_rate=m.drop_path_rate, head_drop_rate=m.drop_rate)
     try:

@@ -5,6 +5,8 @@ grid of 1568 stage-3 tokens. Depthwise convs are 3D (3x5x5 by default); the posi
 separable spatio-temporal sin-cos table; pretraining uses tube masks (ratio 0.9) and predicts
 2x16x16x3 cubes with per-cube, per-channel normalised targets.
 """
+from typing import Sequence
+
 import torch
 from einops import rearrange
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
@@ -23,22 +25,32 @@ def _video_geometry(num_frames: int, img_size, tubelet_size: int, conv_kernel_si
 
 
 class VideoConvMAE(ConvMAEBase):
-    """Video masked-autoencoder pretraining; `msd=True` adds the multi-scale decoder fusion."""
+    """Video masked-autoencoder pretraining; `msd=True` adds the multi-scale decoder fusion.
+
+    `data_mean` / `data_std`: the per-channel normalisation of the input clips (config `data.mean` /
+    `data.std`, passed by `build_model`); the target is taken on the clip with it undone.
+    """
 
     def __init__(self, num_frames: int = 16, img_size=224, tubelet_size: int = 2, conv_kernel_size=(3, 5, 5),
                  decoder_embed_dim: int = 384, decoder_depth: int = 4, decoder_num_heads: int = 6,
-                 mask_ratio: float = 0.9, mask_type: str = "tube", msd: bool = False, **kwargs):
+                 mask_ratio: float = 0.9, mask_type: str = "tube", msd: bool = False,
+                 data_mean: Sequence[float] = IMAGENET_DEFAULT_MEAN, data_std: Sequence[float] = IMAGENET_DEFAULT_STD,
+                 **kwargs):
         super().__init__(**_video_geometry(num_frames, img_size, tubelet_size, conv_kernel_size),
                          decoder_embed_dim=decoder_embed_dim, decoder_depth=decoder_depth,
                          decoder_num_heads=decoder_num_heads, mask_ratio=mask_ratio, mask_type=mask_type,
                          msd=msd, **kwargs)
         self.tubelet_size = tubelet_size
+        self.data_mean, self.data_std = tuple(map(float, data_mean)), tuple(map(float, data_std))
+        if len(self.data_mean) != self.in_chans or len(self.data_std) != self.in_chans or min(self.data_std) <= 0:
+            raise ValueError(f"data_mean/data_std (config data.mean/data.std) need {self.in_chans} values each, "
+                             f"the stds positive; got {list(self.data_mean)} / {list(self.data_std)}")
 
     def target(self, x: torch.Tensor) -> torch.Tensor:
-        """Cubes of the de-normalised clip in [0, 1]; with `norm_pix_loss` each cube and channel is
-        standardised over its pixels: (x - mean) / (unbiased std + 1e-6)."""
-        mean = x.new_tensor(IMAGENET_DEFAULT_MEAN).view(1, -1, 1, 1, 1)
-        std = x.new_tensor(IMAGENET_DEFAULT_STD).view(1, -1, 1, 1, 1)
+        """Cubes of the de-normalised clip (x * data_std + data_mean, in [0, 1]); with `norm_pix_loss`
+        each cube and channel is standardised over its pixels: (x - mean) / (unbiased std + 1e-6)."""
+        mean = x.new_tensor(self.data_mean).view(1, -1, 1, 1, 1)
+        std = x.new_tensor(self.data_std).view(1, -1, 1, 1, 1)
         x = x * std + mean
         if not self.norm_pix_loss:
             return self.patchify(x)
