@@ -5,6 +5,7 @@ import timm
 import torch
 
 import video_mcmae.models as models
+from video_mcmae.engine.optim import param_groups
 
 # Copies of the official 2D ConvMAE state-dict layouts (key, shape).
 REFERENCE = Path(__file__).resolve().parent / "reference"
@@ -184,3 +185,12 @@ def test_pretraining_init_follows_the_official_convmae():
         assert not linear.bias.any(), linear
     norms = [m for m in model.modules() if isinstance(m, torch.nn.LayerNorm)]
     assert all(n.weight.eq(1).all() and not n.bias.any() for n in norms)
+
+
+def test_pretraining_model_excludes_the_mask_token_from_weight_decay():
+    model = timm.create_model("videoconvmae_tiny_patch16", learnable_pos=True)
+    assert model.no_weight_decay() == {"pos_embed", "mask_token"}
+    groups = param_groups(model, weight_decay=0.05)
+    decay = {id(p): g["weight_decay"] for g in groups for p in g["params"]}
+    assert decay[id(model.mask_token)] == decay[id(model.pos_embed)] == 0.0
+    assert decay[id(model.decoder_embed.weight)] == 0.05

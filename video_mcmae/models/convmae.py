@@ -107,6 +107,10 @@ class ConvViTEncoder(nn.Module):
         """State-dict key -> grid of every encoder position table (used by `load_pretrained`)."""
         return {"pos_embed": self.grid_size}
 
+    def no_weight_decay(self) -> set:
+        """Parameters AdamW must not decay (`engine.optim.param_groups`): the position table."""
+        return set(self.pos_tables())
+
     def stage_keep_masks(self, mask: torch.Tensor) -> tuple:
         """Float keep masks (1 = visible) for stage 1 and stage 2, shaped `(B, *S, 1)`."""
         down2 = self.strides[2]
@@ -198,6 +202,10 @@ class ConvMAEBase(ConvViTEncoder):
         # the official ConvMAE's: only nn.Linear layers and the stage-3 embedding are xavier-initialised
         self._init_weights(nn.init.xavier_uniform_, (nn.Linear,), (self.patch_embed3,))
         nn.init.normal_(self.mask_token, std=0.02)
+
+    def no_weight_decay(self) -> set:
+        """The position table and the mask token, as in VideoMAE."""
+        return super().no_weight_decay() | {"mask_token"}
 
     # -- patches ---------------------------------------------------------------------------------
     def _patch_pattern(self) -> tuple:
@@ -319,9 +327,6 @@ class ConvViTBase(ConvViTEncoder):
         if name.startswith("blocks3."):
             return int(name.split(".")[1]) + 1
         return self.num_layers
-
-    def no_weight_decay(self) -> set:
-        return set(self.pos_tables())
 
     def forward_features(self, x: torch.Tensor) -> dict:
         """-> dict(pooled (B, C3) after fc_norm, stage1/stage2/stage3 channels-first maps)."""
