@@ -61,23 +61,13 @@ def _denormalize_prediction(model, x: torch.Tensor, pred: torch.Tensor, mean: to
                             std: torch.Tensor) -> torch.Tensor:
     """Prediction rows in the model's target space -> patches of pixels in [0, 1] (patchify layout).
 
-    The targets standardise each patch by statistics of the original clip, so the same
-    statistics undo it. Video models take them on the de-normalised clip, per cube and channel
-    with the unbiased std + 1e-6; the 2D ConvMAE on the normalised image, per patch over all its
-    values with sqrt(var + 1e-6). tests/tools check this against the models' own `target`.
+    The model's `unnormalize_target` undoes its per-patch normalisation with the statistics of the
+    original clip. Video targets are then pixels in [0, 1]; 2D targets the normalised image.
     """
-    x01 = x * std + mean
+    pixels = model.unnormalize_target(x, pred)
     if len(model.input_size) == 3:
-        if not model.norm_pix_loss:
-            return pred
-        cubes = model.patchify(x01).unflatten(-1, (-1, model.in_chans))  # (pt ph pw) c, as the target cuts them
-        mu, sigma = cubes.mean(dim=-2, keepdim=True), cubes.var(dim=-2, keepdim=True).sqrt() + 1e-6
-        return (pred.unflatten(-1, (-1, model.in_chans)) * sigma + mu).flatten(2)
-    if model.norm_pix_loss:
-        patches = model.patchify(x)
-        mu, var = patches.mean(dim=-1, keepdim=True), patches.var(dim=-1, keepdim=True)
-        pred = pred * (var + 1e-6) ** 0.5 + mu
-    return model.patchify(model.unpatchify(pred) * std + mean)
+        return pixels
+    return model.patchify(model.unpatchify(pixels) * std + mean)
 
 
 def _to_frames(x: torch.Tensor) -> np.ndarray:

@@ -82,3 +82,40 @@ def test_video_target_undoes_the_data_normalisation_of_the_run():
     assert default.data_mean == (0.485, 0.456, 0.406) and default.data_std == (0.229, 0.224, 0.225)
     with pytest.raises(ValueError, match=r"data_mean/data_std \(config data.mean/data.std\) need 3 values"):
         _video_model(data_mean=(0.5, 0.5))
+
+
+def test_norm_pix_std_floor_bounds_the_per_cube_std():
+    """With a floor, a flat cube (codec noise) is divided by the floor instead of its own tiny std;
+    cubes with more structure than the floor keep the official target."""
+    torch.manual_seed(0)
+    pixels = torch.rand(1, 3, 4, 32, 32)
+    pixels[:, :, :2, :16, :16] = 0.5 + 1e-3 * torch.randn(1, 3, 2, 16, 16)  # token 0 is flat
+    x = (pixels - MEAN.view(1, 3, 1, 1, 1)) / STD.view(1, 3, 1, 1, 1)
+    official = _video_model().target(x)
+    floored = _video_model(norm_pix_std_floor=0.05).target(x)
+    torch.testing.assert_close(floored[0, 1:], official[0, 1:])
+    cube = pixels[0, :, :2, :16, :16]  # (3, 2, 16, 16)
+    for c in range(3):
+        expected = (cube[c] - cube[c].mean()) / 0.05
+        torch.testing.assert_close(floored[0, 0].view(2, 16, 16, 3)[..., c], expected, atol=1e-5, rtol=1e-5)
+    assert official[0, 0].abs().max() > 10 * floored[0, 0].abs().max()
+
+
+@pytest.mark.parametrize("name,kwargs", [("videoconvmae_tiny_patch16", dict(num_frames=4, img_size=32)),
+                                         ("convmae_convvit_tiny_patch16", dict(img_size=32))])
+@pytest.mark.parametrize("floor", [0.0, 0.3])
+def test_unnormalize_target_inverts_target(name, kwargs, floor):
+    model = timm.create_model(name, norm_pix_std_floor=floor, **kwargs)
+    x = torch.randn(2, 3, *model.input_size)
+    x[..., :16, :16] *= 0.01  # a patch flatter than the floor
+    back = model.unnormalize_target(x, model.target(x))
+    torch.testing.assert_close(back, model.target_pixels(x).flatten(2), atol=1e-5, rtol=1e-5)
+
+
+def test_norm_pix_std_floor_is_a_model_kwarg():
+    model = build_model(ModelConfig(name="videoconvmae_tiny_patch16", num_frames=4, img_size=32,
+                                    kwargs={"norm_pix_std_floor": 0.01}))
+    assert model.norm_pix_std_floor == 0.01
+    assert _video_model().norm_pix_std_floor == 0.0
+    with pytest.raises(ValueError, match="norm_pix_std_floor must be >= 0"):
+        _video_model(norm_pix_std_floor=-0.1)

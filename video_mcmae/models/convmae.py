@@ -179,14 +179,17 @@ class ConvMAEBase(ConvViTEncoder):
                  depths: tuple = (2, 2, 11), num_heads: int = 12, mlp_ratio: float = 4.0,
                  conv_kernel_size: tuple = (5, 5), decoder_embed_dim: int = 512, decoder_depth: int = 8,
                  decoder_num_heads: int = 16, mask_ratio: float = 0.75, mask_type: str = "random",
-                 norm_pix_loss: bool = True, msd: bool = True, learnable_pos: bool = False,
-                 sparse: bool = True, dwconv_backend: str = "auto"):
+                 norm_pix_loss: bool = True, norm_pix_std_floor: float = 0.0, msd: bool = True,
+                 learnable_pos: bool = False, sparse: bool = True, dwconv_backend: str = "auto"):
         super().__init__(input_size, strides, in_chans, embed_dims, depths, num_heads, mlp_ratio,
                          conv_kernel_size, learnable_pos, msd=msd, dwconv_backend=dwconv_backend)
         check_mask_settings(mask_type, mask_ratio, self.grid_size)
         self.mask_ratio = mask_ratio
         self.mask_type = mask_type
         self.norm_pix_loss = norm_pix_loss
+        if not norm_pix_std_floor >= 0:
+            raise ValueError(f"norm_pix_std_floor must be >= 0 (0 = the official per-patch std), got {norm_pix_std_floor}")
+        self.norm_pix_std_floor = float(norm_pix_std_floor)
         self.sparse = sparse
         self.patch_dim = math.prod(self.patch_size_nd) * in_chans
 
@@ -225,13 +228,40 @@ class ConvMAEBase(ConvViTEncoder):
         grid, patches, sizes, axes = self._patch_pattern()
         return rearrange(x, f"{patches} -> {grid}", **sizes, **dict(zip(axes, self.grid_size)))
 
+    # -- target ----------------------------------------------------------------------------------
+    def target_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The values the target is made of, `(B, L3, n, k)`: each patch as k groups of n values that
+        `norm_pix_loss` standardises separately. Here (2D MAE): the normalised input, one group per patch."""
+        return self.patchify(x).unsqueeze(-1)
+
+    def _patch_std(self, var: torch.Tensor) -> torch.Tensor:
+        """The official per-patch std from the unbiased variance: sqrt(var + 1e-6) (MAE)."""
+        return (var + 1e-6) ** 0.5
+
+    def _target_stats(self, x: torch.Tensor) -> tuple:
+        pixels = self.target_pixels(x)
+        mean, var = pixels.mean(dim=-2, keepdim=True), pixels.var(dim=-2, keepdim=True)
+        return pixels, mean, self._patch_std(var).clamp(min=self.norm_pix_std_floor)
+
     def target(self, x: torch.Tensor) -> torch.Tensor:
-        """MAE target: patches of the input, each normalised over all its values when `norm_pix_loss`."""
-        target = self.patchify(x)
-        if self.norm_pix_loss:
-            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + 1e-6) ** 0.5
-        return target
+        """MAE target `(B, L3, patch_dim)`: `target_pixels`, with `norm_pix_loss` each group
+        standardised as (p - mean) / max(std, norm_pix_std_floor).
+
+        The floor is in the units of `target_pixels`; 0 keeps the official std. With a floor, groups
+        flatter than it (e.g. codec noise on a plain background) are no longer blown up to unit variance.
+        """
+        if not self.norm_pix_loss:
+            return self.target_pixels(x).flatten(2)
+        pixels, mean, std = self._target_stats(x)
+        return ((pixels - mean) / std).flatten(2)
+
+    def unnormalize_target(self, x: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """Values in the target space `(B, L3, patch_dim)` (e.g. predictions) -> `target_pixels` units,
+        undoing `target`'s normalisation with the statistics of `x`."""
+        if not self.norm_pix_loss:
+            return values
+        pixels, mean, std = self._target_stats(x)
+        return (values.reshape(pixels.shape) * std + mean).flatten(2)
 
     # -- masking ---------------------------------------------------------------------------------
     def draw_mask(self, x: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
@@ -359,7 +389,8 @@ class ConvMAE(ConvMAEBase):
     """2D ConvMAE pretraining on images `(B, 3, H, W)`.
 
     Block-wise masking: random tokens of the 1/16 grid (ratio 0.75), upsampled to 2x2 / 4x4 blocks of
-    the stage-2 / stage-1 grids.
+    the stage-2 / stage-1 grids. The target is taken on the normalised image, as in MAE, so a
+    `norm_pix_std_floor` is in normalised-input units (one grey level is about 1/(255 * 0.226) ~ 0.017).
     """
 
     def __init__(self, img_size=224, conv_kernel_size=5, mask_ratio: float = 0.75, mask_type: str = "random",

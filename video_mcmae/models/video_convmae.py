@@ -28,7 +28,8 @@ class VideoConvMAE(ConvMAEBase):
     """Video masked-autoencoder pretraining; `msd=True` adds the multi-scale decoder fusion.
 
     `data_mean` / `data_std`: the per-channel normalisation of the input clips (config `data.mean` /
-    `data.std`, passed by `build_model`); the target is taken on the clip with it undone.
+    `data.std`, passed by `build_model`); the target is taken on the clip with it undone, so a
+    `norm_pix_std_floor` is in pixel intensities in [0, 1] (2/255 ~ 0.008 is two grey levels).
     """
 
     def __init__(self, num_frames: int = 16, img_size=224, tubelet_size: int = 2, conv_kernel_size=(3, 5, 5),
@@ -46,18 +47,16 @@ class VideoConvMAE(ConvMAEBase):
             raise ValueError(f"data_mean/data_std (config data.mean/data.std) need {self.in_chans} values each, "
                              f"the stds positive; got {list(self.data_mean)} / {list(self.data_std)}")
 
-    def target(self, x: torch.Tensor) -> torch.Tensor:
-        """Cubes of the de-normalised clip (x * data_std + data_mean, in [0, 1]); with `norm_pix_loss`
-        each cube and channel is standardised over its pixels: (x - mean) / (unbiased std + 1e-6)."""
-        mean = x.new_tensor(self.data_mean).view(1, -1, 1, 1, 1)
-        std = x.new_tensor(self.data_std).view(1, -1, 1, 1, 1)
-        x = x * std + mean
-        if not self.norm_pix_loss:
-            return self.patchify(x)
+    def target_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """The clip with its data normalisation undone (x * data_std + data_mean: pixel intensities in
+        [0, 1]) as cubes `(B, L3, pt*ph*pw, C)`: `norm_pix_loss` standardises each cube and channel."""
+        x = x * x.new_tensor(self.data_std).view(1, -1, 1, 1, 1) + x.new_tensor(self.data_mean).view(1, -1, 1, 1, 1)
         pt, ph, pw = self.patch_size_nd
-        cubes = rearrange(x, "b c (t pt) (h ph) (w pw) -> b (t h w) (pt ph pw) c", pt=pt, ph=ph, pw=pw)
-        cubes = (cubes - cubes.mean(dim=-2, keepdim=True)) / (cubes.var(dim=-2, keepdim=True).sqrt() + 1e-6)
-        return cubes.flatten(2)
+        return rearrange(x, "b c (t pt) (h ph) (w pw) -> b (t h w) (pt ph pw) c", pt=pt, ph=ph, pw=pw)
+
+    def _patch_std(self, var: torch.Tensor) -> torch.Tensor:
+        """The official per-cube std: unbiased std + 1e-6 (VideoMAE)."""
+        return var.sqrt() + 1e-6
 
 
 class VideoConvViT(ConvViTBase):
