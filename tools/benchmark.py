@@ -23,7 +23,6 @@ import argparse
 import itertools
 import json
 import resource
-import sys
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -31,9 +30,9 @@ from typing import Callable, List, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-import timm  # noqa: E402
+import timm
 
-from video_mcmae.models import PRESETS, dwconv, is_pretraining  # noqa: E402
+from video_mcmae.models import PRESETS, dwconv, is_pretraining
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 

@@ -8,16 +8,14 @@ and the visible-only ("sparse") path. Classifiers are counted in their finetunin
         --frames 16 --img-size 224
 """
 import argparse
-import sys
 import warnings
-from pathlib import Path
 
 import timm
 import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
-from video_mcmae.models import PRESETS, is_pretraining  # noqa: E402  (also registers the presets)
+from video_mcmae.models import PRESETS, is_pretraining  # also registers the presets
 
 DEFAULT_PRESETS = ("videoconvmae_base_patch16", "videoconvmae_base_msd_patch16", "videoconvvit_base_patch16")
 
