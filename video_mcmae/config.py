@@ -14,7 +14,7 @@ import difflib
 import os
 import typing
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
@@ -444,6 +444,21 @@ def save_config(cfg: Config, out_dir: str, name: str = "config.yaml") -> str:
         yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
     os.replace(tmp, path)
     return path
+
+
+def config_diff(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+    """`section.key` -> (old value, new value) for every field that differs between two configs in
+    `Config.to_dict()` form. Fields missing on either side (a config of another version) are not
+    compared; dict-valued fields (`model.kwargs`) compare whole."""
+    changed = {}
+    for section, fields in new.items():
+        before = old.get(section)
+        if not isinstance(fields, dict) or not isinstance(before, dict):
+            continue
+        for key, value in fields.items():
+            if key in before and before[key] != value:
+                changed[f"{section}.{key}"] = (before[key], value)
+    return changed
 
 
 def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

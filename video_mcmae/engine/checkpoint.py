@@ -136,15 +136,6 @@ def load_checkpoint(engine, path: str, module_only: bool = False) -> Dict[str, A
     return client or {}
 
 
-def check_same_model(client: Dict[str, Any], cfg_model: ModelConfig, path: str) -> None:
-    saved = (client.get("config") or {}).get("model", {}).get("name")
-    if saved is not None and saved != cfg_model.name:
-        raise CheckpointError(
-            f"checkpoint {path!r} holds a {saved!r} model but model.name is {cfg_model.name!r}; "
-            "resume with the run's own config (config.yaml in its output dir)"
-        )
-
-
 # ---------------------------------------------------------------------------------------------
 # Exported weights
 

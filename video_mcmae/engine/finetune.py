@@ -124,7 +124,7 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
         raise ConfigError(f"model.name={cfg.model.name!r} is a pretraining model; finetuning needs a classifier preset")
     if eval_only and not (finetune or resume):
         raise ConfigError("--eval needs weights: pass --resume CHECKPOINT or --finetune WEIGHTS")
-    run = start_run(cfg, "" if eval_only else resume, auto_resume, eval_only=eval_only)
+    run = start_run(cfg, "" if eval_only else resume, auto_resume, eval_only=eval_only, linprobe=linprobe)
     try:
         val = val_loader(cfg, run.info.rank, run.info.world_size)  # data errors surface before the engine starts
         if not eval_only:

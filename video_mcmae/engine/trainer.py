@@ -13,15 +13,16 @@ as an uninterrupted run would.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import nn
 
-from video_mcmae.config import Config, ConfigError, add_config_args, load_config, save_config
+from video_mcmae.config import Config, ConfigError, add_config_args, config_diff, load_config, save_config
 from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
@@ -29,6 +30,8 @@ from video_mcmae.engine.deepspeed_config import initialize_engine, input_dtype
 from video_mcmae.engine.logging import TrainLogger
 from video_mcmae.engine.optim import build_optimizer
 from video_mcmae.engine.schedule import Schedules, build_schedules, lr_plan
+from video_mcmae.models import is_pretraining
+from video_mcmae.weights import CheckpointError, read_model_states, resolve_checkpoint
 
 
 class NonFiniteLossError(RuntimeError):
@@ -75,24 +78,92 @@ def config_from_args(args: argparse.Namespace, extra_opts: List[str] = ()) -> Co
     return load_config(args.config, opts)
 
 
-def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_only: bool = False) -> Run:
-    """Join the process group, decide where to resume from, open the logs, save the config."""
+# What a resume cannot change: the model and its input shapes (the saved weights' shapes), and
+# the per-epoch step layout. The lr/wd schedules are functions of the global optimizer step over
+# epochs of a fixed number of steps, so the batch, accumulation, step cap and ranks must stay; and
+# DeepSpeed keeps the optimizer state in the layout of its ZeRO stage (partitioned by rank under
+# ZeRO; DeepSpeed 0.19 refuses another world size and does not convert between stages).
+# `model.num_classes` counts for classifiers only; `ranks` and `task` are not config keys.
+RESUME_FIXED = ("model.name", "model.num_frames", "model.img_size", "model.tubelet_size", "model.num_classes",
+                "model.kwargs", "optim.batch_size", "optim.accum_steps", "optim.steps_per_epoch",
+                "deepspeed.zero_stage", "ranks", "task")
+CONFIG_FILE = "config.yaml"
+
+
+def _show(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def _fixed_on_resume(key: str, cfg: Config) -> bool:
+    if key == "model.num_classes":
+        return not is_pretraining(cfg.model.name)
+    if key == "deepspeed.precision":
+        # Under ZeRO-2 every precision uses the same DeepSpeed optimizer and checkpoint layout;
+        # under ZeRO-1 and without ZeRO the precision picks another optimizer wrapper.
+        return cfg.deepspeed.zero_stage != 2
+    return key in RESUME_FIXED
+
+
+def check_resume(path: str, cfg: Config, world_size: int, linprobe: bool = False) -> Dict[str, Tuple[Any, Any]]:
+    """Compare the run recorded in checkpoint `path` with the one asked for, before anything is
+    written. Refuses (naming the keys) what a resume cannot change; returns the other changes
+    (lr, epochs, warmup, weight decay, ...) as key -> (checkpoint's, this run's)."""
+    load_dir, tag = resolve_checkpoint(path)
+    states = read_model_states(os.path.join(load_dir, tag), mmap=True)
+    changed = config_diff(states.get("config") or {}, cfg.to_dict())
+    ranks = (states.get("sampler") or {}).get("world_size", states.get("dp_world_size"))
+    if ranks is not None and ranks != world_size:
+        changed["ranks"] = (ranks, world_size)
+    if "linprobe" in states and bool(states["linprobe"]) != linprobe:
+        changed["task"] = tuple("linear probe" if lp else "finetuning" for lp in (bool(states["linprobe"]), linprobe))
+    fixed = [k for k in changed if _fixed_on_resume(k, cfg)]
+    if fixed:
+        original = os.path.join(load_dir, CONFIG_FILE)
+        raise CheckpointError(
+            f"cannot resume {path}: the checkpoint was made with "
+            f"{', '.join(f'{k}={_show(changed[k][0])}' for k in fixed)}; this run asks for "
+            f"{', '.join(f'{k}={_show(changed[k][1])}' for k in fixed)}; use the original config"
+            f"{f' ({original})' if os.path.isfile(original) else ''} or start a new --output_dir")
+    return {k: v for k, v in changed.items() if k not in fixed}
+
+
+def _config_file(out: str, resuming: bool, eval_only: bool) -> str:
+    """config.yaml records the run that made the output dir; a resume never replaces it and
+    writes config.resume-N.yaml (N = 1, 2, ...) instead."""
+    if eval_only:
+        return "eval_config.yaml"
+    if not (resuming and os.path.exists(os.path.join(out, CONFIG_FILE))):
+        return CONFIG_FILE
+    n = 1
+    while os.path.exists(os.path.join(out, f"config.resume-{n}.yaml")):
+        n += 1
+    return f"config.resume-{n}.yaml"
+
+
+def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_only: bool = False,
+              linprobe: bool = False) -> Run:
+    """Join the process group, decide where to resume from (checking the checkpoint's config
+    before anything is written), open the logs, save the config."""
     info = distributed.init(cfg.run.device)
     out = cfg.run.output_dir
     path = resume or None
     if path is None and auto_resume and not eval_only:
         path = ckpt.find_auto_resume(out)
+    changes: Dict[str, Tuple[Any, Any]] = {}
     if path is not None:
         ckpt.ensure_no_newer_checkpoints(out, path)  # also fails now, before any work, on a bad path
+        changes = check_resume(path, cfg, info.world_size, linprobe)
     elif not eval_only:
         ckpt.ensure_fresh_output(out)
     distributed.barrier()  # every rank has looked at the output dir before rank 0 writes to it
     logger = TrainLogger(out, info.is_main, cfg.run.log_every, cfg.run.tensorboard and not eval_only)
-    if info.is_main:
-        save_config(cfg, out, "eval_config.yaml" if eval_only else "config.yaml")
+    saved = save_config(cfg, out, _config_file(out, path is not None, eval_only)) if info.is_main else None
     distributed.seed_all(distributed.derived_seed(cfg.run.seed, info.rank))
     logger.info(f"ranks {info.world_size}, device {info.device}, output {os.path.abspath(out)}"
-                + (f", resuming {path}" if path else ""))
+                + (f", resuming {path}" if path else "") + (f"; config saved as {saved}" if saved else ""))
+    if changes:
+        logger.info("changed since the checkpoint: "
+                    + ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items()))
     return Run(cfg, info, logger, path)
 
 
@@ -122,8 +193,7 @@ def resume_engine(run: Run, engine) -> None:
     """Load the resume checkpoint (weights, optimizer, loss scale) and the loop position."""
     if run.resume_path is None:
         return
-    client = ckpt.load_checkpoint(engine, run.resume_path)
-    ckpt.check_same_model(client, run.cfg.model, run.resume_path)
+    client = ckpt.load_checkpoint(engine, run.resume_path)  # start_run has checked its config
     run.client, run.epoch, run.global_step = client, int(client.get("epoch", 0)), int(client.get("global_step", 0))
     sampler = client.get("sampler") or {}
     if sampler and (sampler.get("world_size"), sampler.get("seed")) != (run.info.world_size, run.cfg.run.seed):
