@@ -47,6 +47,8 @@ CONFIGS = os.path.join(REPO, "configs", "demo")
 DATA = dict(num_classes=4, frames=32, height=64, width=80, val=4)
 FULL = dict(train=60, test=12, pretrain_epochs=None, finetune_epochs=None, reconstructions=2)
 QUICK = dict(train=60, test=6, pretrain_epochs=2, finetune_epochs=30, reconstructions=1)
+# Written into the output folder when the demo takes it; only a folder holding it is ever emptied.
+MARKER = ".video_mcmae_demo"
 
 
 class StepFailed(RuntimeError):
@@ -159,16 +161,23 @@ class Demo:
         return self.summary(pre, test, weights, recon)
 
     def clear_output(self) -> None:
-        """Runs refuse to write over old checkpoints, so the demo starts clean; it only ever
-        deletes a folder an earlier demo wrote (one with logs/), never anything else."""
-        if not os.path.exists(self.out):
-            return
-        if os.path.isdir(self.out) and not os.listdir(self.out):
-            return
-        if not os.path.isdir(os.path.join(self.out, "logs")):
-            raise StepFailed(f"--out {self.out} exists and is not an earlier demo's output; "
-                             "give a new or empty folder")
-        shutil.rmtree(self.out)
+        """Runs refuse to write over old checkpoints, so the demo starts clean. It only ever empties
+        a folder that holds its marker (written when it took the folder: absent or empty), never
+        anything else, whatever the folder holds."""
+        marker = os.path.join(self.out, MARKER)
+        if os.path.exists(self.out):
+            if not os.path.isdir(self.out) or (os.listdir(self.out) and not os.path.isfile(marker)):
+                raise StepFailed(f"--out {self.out} exists and is not an earlier demo's output (no {MARKER} "
+                                 "file in it); give a new or empty folder (an older demo version's output: "
+                                 "delete it yourself)")
+            for entry in os.scandir(self.out):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.remove(entry.path)
+        os.makedirs(self.out, exist_ok=True)
+        with open(marker, "w", encoding="utf-8") as f:
+            f.write("made by tools/demo.py: the next demo run with this --out replaces this folder\n")
 
     def test_videos(self, count: int) -> List[str]:
         """The first test video of the first `count` classes."""
@@ -244,7 +253,7 @@ def print_summary(r: Dict, out: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="output/demo", help="output folder (an earlier demo's output there is replaced)")
+    parser.add_argument("--out", default="output/demo", help="output folder: new or empty, or an earlier demo's output (replaced)")
     parser.add_argument("--quick", action="store_true", help="fewer videos and epochs (about 4 minutes on 2 CPU cores; the tests' run)")
     parser.add_argument("--num-gpus", type=int, default=0,
                         help="DeepSpeed ranks (default: 1 on a GPU machine, else 2 CPU ranks)")

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+MARKER = ".video_mcmae_demo"  # the demo's own file in every folder it made
 
 
 def _demo_module():
@@ -70,3 +71,32 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
     assert demo.main(["--quick", "--out", str(keep.parent)]) == 1
     assert "is not an earlier demo's output" in capsys.readouterr().err
     assert keep.read_text() == "precious"
+
+
+def test_refuses_a_folder_with_logs_it_did_not_make(tmp_path, monkeypatch, capsys):
+    """logs/ is no sign of a demo: without the demo's marker nothing in the folder is touched."""
+    demo = _demo_module()
+    monkeypatch.setitem(demo.DATA, "num_classes", 3)  # were the folder taken, the first step fails fast
+    monkeypatch.setenv("PYTHONPATH", REPO)
+    out = tmp_path / "results"
+    (out / "logs").mkdir(parents=True)
+    (out / "logs" / "train.log").write_text("my training log")
+    (out / "paper.tex").write_text("precious")
+    assert demo.main(["--quick", "--out", str(out)]) == 1
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["logs", "logs/train.log", "paper.tex"]
+    assert (out / "paper.tex").read_text() == "precious"
+    assert f"--out {out} exists and is not an earlier demo's output (no {MARKER} file" in capsys.readouterr().err
+
+
+def test_replaces_the_folder_an_earlier_demo_made(tmp_path, monkeypatch, capsys):
+    demo = _demo_module()
+    monkeypatch.setitem(demo.DATA, "num_classes", 3)  # the first step fails fast
+    monkeypatch.setenv("PYTHONPATH", REPO)
+    out = tmp_path / "d"
+    assert demo.main(["--quick", "--out", str(out)]) == 1
+    assert (out / MARKER).is_file() and (out / "logs" / "data.log").is_file()
+    (out / "pretrain").mkdir()
+    (out / "pretrain" / "epoch-0002").write_text("an earlier run's checkpoint")
+    assert demo.main(["--quick", "--out", str(out)]) == 1
+    assert "demo stopped: step 1/7 'data'" in capsys.readouterr().err  # not refused: the folder is the demo's
+    assert not (out / "pretrain").exists() and (out / MARKER).is_file()

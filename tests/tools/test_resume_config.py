@@ -1,0 +1,148 @@
+"""A resume checks the checkpoint's recorded config against the one asked for before anything is
+written: the model, its shapes, the class count, the task and the per-epoch step layout must
+match (one `error:` line naming the keys, the output dir left byte for byte as it was); lr,
+epochs and the like may change and are logged. config.yaml is never replaced: each resume
+writes config.resume-N.yaml."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from video_mcmae.config import load_config, save_config
+from video_mcmae.engine import distributed, finetune, pretrain, trainer
+from video_mcmae.weights import MODEL_STATES
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PRETRAIN = os.path.join(REPO, "configs", "demo", "pretrain.yaml")
+FINETUNE = os.path.join(REPO, "configs", "demo", "finetune.yaml")
+
+
+@pytest.fixture
+def restore_env():
+    # distributed.init() exports RANK/WORLD_SIZE/MASTER_* for a one-rank group
+    saved = dict(os.environ)
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        os.environ.pop(k, None)
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _snapshot(out):
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+def _opts(*opts):
+    return [a for o in opts for a in ("--opt", o)]
+
+
+def _recorded_run(out, config, opts, linprobe=None):
+    """A run dir as a one-rank run leaves it after epoch 1: config.yaml, epoch-0001/ with the
+    model-states file (client state: config, epoch, sampler), latest."""
+    cfg = load_config(config, list(opts) + [f"run.output_dir={out}"])
+    save_config(cfg, str(out))
+    states = {"module": {}, "config": cfg.to_dict(), "epoch": 1, "global_step": 2,
+              "sampler": {"seed": cfg.run.seed, "epoch": 1, "world_size": 1}}
+    if linprobe is not None:
+        states["linprobe"] = linprobe
+    (out / "epoch-0001").mkdir(parents=True)
+    torch.save(states, out / "epoch-0001" / MODEL_STATES)
+    (out / "latest").write_text("epoch-0001")
+    return out
+
+
+def _one_error_line(printed):
+    errors = [line for line in printed.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in printed, printed
+    return errors[0]
+
+
+@pytest.mark.parametrize("opt, saved, asked", [
+    ("model.name=videoconvmae_small_patch16", "model.name=videoconvmae_tiny_patch16",
+     "model.name=videoconvmae_small_patch16"),
+    ("model.num_frames=16", "model.num_frames=8", "model.num_frames=16"),
+    ("optim.batch_size=4", "optim.batch_size=8", "optim.batch_size=4"),
+])
+def test_pretraining_resume_with_another_model_or_layout_is_refused_before_writing(
+        tmp_path, restore_env, capsys, opt, saved, asked):
+    out = _recorded_run(tmp_path / "run", PRETRAIN, ["run.tensorboard=false"])
+    before = _snapshot(out)
+    rc = pretrain.main(["--config", PRETRAIN, "--output_dir", str(out), "--auto_resume",
+                        *_opts("run.tensorboard=false", "optim.lr=0.01", opt)])
+    line = _one_error_line(capsys.readouterr().out)
+    assert rc == 2
+    assert line.startswith(f"error: cannot resume {out / 'epoch-0001'}: the checkpoint was made with {saved}; "
+                           f"this run asks for {asked}; use the original config ({out / 'config.yaml'})"), line
+    assert "optim.lr" not in line  # an allowed change is not named as a reason
+    assert _snapshot(out) == before  # config.yaml byte-identical, no log.jsonl, nothing new
+
+
+@pytest.mark.parametrize("args, named", [
+    (_opts("model.num_classes=5"), ["model.num_classes=4", "model.num_classes=5"]),
+    (["--linprobe"], ["task=finetuning", "task=linear probe"]),
+])
+def test_finetuning_resume_with_another_class_count_or_task_is_refused(tmp_path, restore_env, capsys, args, named):
+    out = _recorded_run(tmp_path / "run", FINETUNE, ["run.tensorboard=false"], linprobe=False)
+    before = _snapshot(out)
+    rc = finetune.main(["--config", FINETUNE, "--output_dir", str(out), "--resume", str(out),
+                        *_opts("run.tensorboard=false"), *args])
+    line = _one_error_line(capsys.readouterr().out)
+    assert rc == 2 and f"error: cannot resume {out}: " in line
+    assert all(n in line for n in named), line
+    assert _snapshot(out) == before
+
+
+def test_each_resume_writes_its_own_config_file(tmp_path, restore_env):
+    """config.yaml stays the first run's; resumes add config.resume-1.yaml, -2, ... with the
+    settings they ran with; the changes are returned (and logged) as allowed."""
+    out = _recorded_run(tmp_path / "run", PRETRAIN, ["run.tensorboard=false"])
+    original = (out / "config.yaml").read_bytes()
+    for n, lr in ((1, 0.01), (2, 0.02)):
+        cfg = load_config(PRETRAIN, [f"run.output_dir={out}", "run.tensorboard=false", f"optim.lr={lr}"])
+        assert trainer.check_resume(str(out), cfg, 1) == {"optim.lr": (None, lr)}
+        run = trainer.start_run(cfg, auto_resume=True)
+        run.logger.close()
+        distributed.destroy()
+        assert yaml.safe_load((out / f"config.resume-{n}.yaml").read_text())["optim"]["lr"] == lr
+    assert (out / "config.yaml").read_bytes() == original
+
+
+def _pretrain_cmd(out, root, *opts):
+    d = root / "ssv2"
+    base = [f"data.data_root={d}", f"data.train_list={d / 'train.csv'}", "data.num_workers=0",
+            "optim.batch_size=2", "optim.steps_per_epoch=2", "optim.warmup_epochs=1", "run.save_every=1",
+            "run.log_every=1", "run.tensorboard=false"]
+    return [sys.executable, os.path.join(REPO, "tools", "run_pretrain.py"), "--config", PRETRAIN,
+            "--output_dir", str(out), *_opts(*base, *opts)]
+
+
+@pytest.mark.slow
+def test_real_checkpoint_refused_then_resumed_with_a_new_lr(tmp_path, synthetic_root, child_env):
+    out = tmp_path / "run"
+    first = subprocess.run(_pretrain_cmd(out, synthetic_root, "optim.epochs=1"), env=child_env,
+                           capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    before = _snapshot(out)
+
+    # another frame count: refused in one line before DeepSpeed's strict load (a traceback before)
+    refused = subprocess.run(_pretrain_cmd(out, synthetic_root, "optim.epochs=2", "model.num_frames=16") + ["--auto_resume"],
+                             env=child_env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2, refused.stdout[-3000:] + refused.stderr[-3000:]
+    line = _one_error_line(refused.stdout)
+    assert "model.num_frames=8; this run asks for model.num_frames=16" in line
+    assert "Traceback" not in refused.stderr and _snapshot(out) == before
+
+    # lr and epochs may change: the run continues, logs what changed, keeps config.yaml
+    resumed = subprocess.run(_pretrain_cmd(out, synthetic_root, "optim.epochs=2", "optim.lr=0.002") + ["--auto_resume"],
+                             env=child_env, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "changed since the checkpoint: optim.epochs 1 -> 2, optim.lr null -> 0.002" in resumed.stdout
+    assert "resumed" in resumed.stdout and (out / "latest").read_text() == "epoch-0002"
+    assert (out / "config.yaml").read_bytes() == before["config.yaml"]
+    again = yaml.safe_load((out / "config.resume-1.yaml").read_text())
+    assert again["optim"]["lr"] == 0.002 and again["optim"]["epochs"] == 2
