@@ -114,3 +114,16 @@ def test_mixup_on_5d_batches_shares_the_cutmix_box():
     assert torch.allclose(soft.sum(1), torch.ones(b))
     with pytest.raises(ValueError, match="even batch"):
         mix(x[:3].clone(), target[:3])
+
+
+def test_finetune_transform_is_seeded_and_leaves_the_frames():
+    frames = np.random.default_rng(3).integers(0, 255, (8, 48, 64, 3), dtype=np.uint8)
+    before = frames.copy()
+    tf = TrainTransform(32, MEAN, STD, flip=True, rand_augment="rand-m7-n4-mstd0.5-inc1-p1.0", reprob=0.25)
+    for seed in range(10):
+        a, b = tf(frames, random.Random(seed)), tf(frames, random.Random(seed))
+        assert torch.equal(a, b)
+        assert not torch.equal(a, tf(frames, random.Random(seed + 100)))
+    assert np.array_equal(frames, before)  # num_sample > 1 augments the same decoded frames again
+    with pytest.raises(ValueError, match="aug.rand_augment='rand-m7-q3'"):
+        TrainTransform(32, MEAN, STD, flip=True, rand_augment="rand-m7-q3")
