@@ -15,7 +15,8 @@ prediction where the model saw nothing and the original where it was visible; th
 shows |reconstruction - original| (zero where visible), brightened by --error-gain.
 
 Writes <out>/<name>_recon.mp4 (H.264), <name>_recon.gif and <name>_recon.png (a grid: one row
-per frame, the four panels side by side, a title strip on top).
+per frame, the four panels side by side, a title strip on top); earlier files of that name are
+replaced only with --overwrite.
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ PANELS = ("original", "masked input", "reconstruction", "error")
 FILL = (0.5, 0.5, 0.5)  # colour of hidden cubes in the masked-input panel
 GAP = 2  # pixels between panels (before scaling), filled white
 TITLE_HEIGHT = 28  # title strip of the PNG grid: two lines of PIL's default font
+OUTPUTS = ("mp4", "gif", "png")  # <out>/<name>_recon.<ext>
 
 
 @dataclass
@@ -186,6 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the mask")
     p.add_argument("--out", default="output/reconstructions", help="output folder")
     p.add_argument("--name", default=None, help="file name stem (default: the input's)")
+    p.add_argument("--overwrite", action="store_true", help="replace earlier outputs of the same name")
     p.add_argument("--scale", type=int, default=None, help="integer upscaling (default: to about 192 px high)")
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: the clip's pace)")
     p.add_argument("--error-gain", type=float, default=3.0, help="brightening of the error panel")
@@ -196,6 +199,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in (("num_frames", args.num_frames), ("img_size", args.img_size)) if v is not None}
+    stem = os.path.join(args.out, (args.name or os.path.splitext(os.path.basename(args.input))[0]) + "_recon")
+    earlier = [f"{stem}.{ext}" for ext in OUTPUTS if os.path.exists(f"{stem}.{ext}")]
+    if earlier and not args.overwrite:
+        print(f"error: {earlier[0]} exists; pass --overwrite to replace it, or choose another --out or --name",
+              file=sys.stderr)
+        return 2
     try:
         loaded = api.load(args.weights, preset=args.preset, dataset=args.dataset, sampling_rate=args.sampling_rate,
                           device=args.device, **overrides)
@@ -211,13 +220,12 @@ def main(argv=None) -> int:
     scale = args.scale or max(1, round(192 / h))
     frames = compose(rec, scale, args.error_gain)
     os.makedirs(args.out, exist_ok=True)
-    stem = os.path.join(args.out, (args.name or os.path.splitext(os.path.basename(args.input))[0]) + "_recon")
     title = f"{loaded.preset}  mask {mask_type} {rec.mask_ratio:.0%}  seed {args.seed}  loss {rec.loss:.3f}"
     write_mp4(stem + ".mp4", frames, fps)
     write_gif(stem + ".gif", frames, fps)
     write_grid(stem + ".png", frames, w, scale, title)
     print(f"{title}\n{len(frames)} frames of {h}x{w} ({' | '.join(PANELS)}), x{scale}, {fps:g} fps")
-    for ext in ("mp4", "gif", "png"):
+    for ext in OUTPUTS:
         print(f"wrote {stem}.{ext}")
     return 0
 

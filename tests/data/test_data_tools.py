@@ -53,6 +53,20 @@ def test_build_folder_list(tmp_path):
     assert [(s.path, s.label) for s in read_list(str(out))] == [("walking/v.mp4", 1)]
 
 
+def test_an_existing_class_name_file_is_replaced_only_with_overwrite(tmp_path, capsys):
+    tool = load_tool("build_data_list")
+    (tmp_path / "train" / "walking").mkdir(parents=True)
+    (tmp_path / "train" / "walking" / "a.mp4").write_bytes(b"")
+    out, names = tmp_path / "train.csv", tmp_path / "classes.txt"
+    names.write_text("abseiling\nwalking\n")
+    args = ["folder", "--root", str(tmp_path / "train"), "--out", str(out), "--class-names", str(names)]
+    assert tool.main(args) == 2
+    assert f"error: {names} exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert names.read_text() == "abseiling\nwalking\n" and not out.exists()
+    assert tool.main(args + ["--overwrite"]) == 0
+    assert read_class_names(str(names)) == ["walking"] and [s.label for s in read_list(str(out))] == [0]
+
+
 def test_check_data_list_splits_clean_and_quarantine(tmp_path, video_dir, vids):
     tool = load_tool("check_data_list")
     bad = vids.make_bad_files(str(tmp_path / "bad"))

@@ -191,3 +191,34 @@ def test_torchrun_two_ranks_match_one(setup, one_process_run):
     a, b = read_csv(one / "predictions.csv"), read_csv(tmp / "two" / "predictions.csv")
     assert [r["prediction"] for r in a] == [r["prediction"] for r in b]
     assert [float(r["score"]) for r in a] == pytest.approx([float(r["score"]) for r in b], abs=1e-5)
+
+
+@pytest.mark.parametrize("earlier", ["summary.json", "predictions.csv", "confusion_matrix.png"])
+def test_an_earlier_report_is_refused_without_overwrite(setup, restore_env, tmp_path, capsys, earlier):
+    tmp, _ = setup
+    out = tmp_path / "report"
+    (out / "shards").mkdir(parents=True)
+    (out / earlier).write_text("an earlier report")
+    (out / "shards" / "shard-00000-of-00001.pt").write_text("an earlier shard")
+    files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    message = f"error: {out / earlier} exists (an earlier multi-view report); pass --overwrite to replace it"
+    assert run_test_cli(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
+                         "--output_dir", str(out)]) == 2
+    assert [line for line in "".join(capsys.readouterr()).splitlines() if line.startswith(message)]
+    assert merge_cli(["--shards", str(out / "shards")]) == 2  # the default output dir: the folder above
+    assert [line for line in "".join(capsys.readouterr()).splitlines() if line.startswith(message)]
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
+
+
+@pytest.mark.slow
+def test_overwrite_replaces_an_earlier_report(setup, one_process_run, restore_env, tmp_path):
+    tmp, _ = setup
+    one, rc, printed = one_process_run
+    assert rc == 0, printed
+    out = tmp_path / "report"
+    shutil.copytree(one, out)
+    assert merge_cli(["--shards", str(out / "shards"), "--average", "logits", "--overwrite"]) == 0
+    assert json.loads((out / "summary.json").read_text())["average"] == "logits"
+    assert run_test_cli(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
+                         "--output_dir", str(out), "--overwrite"] + sum((["--opt", o] for o in VIEWS), [])) == 0
+    assert json.loads((out / "summary.json").read_text())["average"] == "softmax"

@@ -116,6 +116,20 @@ def test_image_input_and_default_name(mae_weights, tmp_path):
     assert rc == 0 and all((tmp_path / f"photo_recon.{e}").is_file() for e in ("mp4", "gif", "png"))
 
 
+def test_earlier_outputs_are_replaced_only_with_overwrite(mae_weights, video, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "clip_recon.gif").write_bytes(b"an earlier reconstruction")
+    args = [video, "--weights", mae_weights, "--preset", "videoconvmae_tiny_patch16", "--num-frames", "8",
+            "--img-size", "32", "--out", str(out), "--scale", "1"]
+    assert viz.main(args) == 2
+    assert f"error: {out / 'clip_recon.gif'} exists; pass --overwrite to replace it" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["clip_recon.gif"]
+    assert (out / "clip_recon.gif").read_bytes() == b"an earlier reconstruction"
+    assert viz.main(args + ["--overwrite"]) == 0
+    assert (out / "clip_recon.gif").read_bytes()[:3] == b"GIF" and (out / "clip_recon.png").is_file()
+
+
 def test_errors_name_the_problem(mae_weights, video, tmp_path, capsys):
     cls = tmp_path / "cls.pth"
     torch.save(timm.create_model("videoconvvit_tiny_patch16", num_frames=8, img_size=32, num_classes=4).state_dict(), cls)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from matplotlib.figure import Figure
@@ -13,6 +13,7 @@ from matplotlib.figure import Figure
 from .merge import MergedViews
 
 PLOT_MAX_CLASSES = 50  # larger confusion matrices are written as CSV only
+REPORT_FILES = ("summary.json", "predictions.csv", "confusion_matrix.csv", "confusion_matrix.png")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,6 +115,13 @@ def _plot_confusion(cm: torch.Tensor, names: List[str], path: str) -> None:
                             color="white" if cm[i, j] > peak / 2 else "black")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+
+
+def earlier_report(out_dir: str) -> Optional[str]:
+    """A file of an earlier report in `out_dir`, or None: the tools replace a report only when
+    told to (--overwrite)."""
+    found = [os.path.join(out_dir, n) for n in REPORT_FILES if os.path.exists(os.path.join(out_dir, n))]
+    return found[0] if found else None
 
 
 def write_report(merged: MergedViews, metrics: Dict[str, Any], out_dir: str) -> Dict[str, str]:

@@ -11,14 +11,14 @@ import torch
 from tqdm import tqdm
 
 from video_mcmae.cli import run_cli
-from video_mcmae.config import ModelConfig, add_config_args, load_config
+from video_mcmae.config import ConfigError, ModelConfig, add_config_args, load_config
 from video_mcmae.data.datasets import build_dataset, build_loader
 from video_mcmae.engine import distributed
 from video_mcmae.models import build_model, is_pretraining
 from video_mcmae.weights import read_weights
 
 from .merge import MergedViews, merge_views
-from .report import compute_metrics, format_report, write_report
+from .report import compute_metrics, earlier_report, format_report, write_report
 from .shards import (
     MultiViewError,
     ViewCollector,
@@ -113,11 +113,22 @@ def resolve_output_dir(cfg) -> str:
     return cfg.test.output_dir or os.path.join(cfg.run.output_dir, "test")
 
 
-def run_test(cfg, checkpoint: str) -> Optional[Dict[str, Any]]:
+def refuse_earlier_report(out_dir: str, overwrite: bool) -> None:
+    """Before any work: an earlier report in `out_dir` is replaced only with --overwrite. Rank 0
+    (the one that writes the report) decides for every rank."""
+    found = None if overwrite else earlier_report(out_dir) if distributed.is_main() else None
+    found = distributed.broadcast_object(found)
+    if found:
+        raise ConfigError(f"{found} exists (an earlier multi-view report); pass --overwrite to replace it "
+                          "or choose another --output_dir")
+
+
+def run_test(cfg, checkpoint: str, overwrite: bool = False) -> Optional[Dict[str, Any]]:
     """Evaluate every view of the test list on every rank, write shards, merge, report (rank 0).
     Returns the metrics on rank 0, None elsewhere."""
     info = distributed.init(cfg.run.device)
     out_dir = resolve_output_dir(cfg)
+    refuse_earlier_report(out_dir, overwrite)
     shard_dir = os.path.join(out_dir, "shards")
     model = load_test_model(cfg, checkpoint)
     if cfg.model.compile:
@@ -153,12 +164,13 @@ def run_test(cfg, checkpoint: str) -> Optional[Dict[str, Any]]:
     return _report(merge_views(shards, cfg.test.average), cfg.test.topk, out_dir)
 
 
-def merge_shards(shard_dir: str, out_dir: str = "", average: str = "") -> Dict[str, Any]:
+def merge_shards(shard_dir: str, out_dir: str = "", average: str = "", overwrite: bool = False) -> Dict[str, Any]:
     """Offline merge of a shard folder; `average`/topk default to the run's test config."""
+    out = out_dir or os.path.dirname(os.path.abspath(shard_dir))
+    refuse_earlier_report(out, overwrite)
     shards = load_shards(shard_dir)
     test_cfg = (shards[0].get("meta", {}).get("config") or {}).get("test", {})
     merged = merge_views(shards, average or test_cfg.get("average", "softmax"))
-    out = out_dir or os.path.dirname(os.path.abspath(shard_dir))
     return _report(merged, test_cfg.get("topk", [1, 5]), out)
 
 
@@ -168,11 +180,13 @@ def run_test_cli(argv: Optional[List[str]] = None) -> int:
                         help="DeepSpeed checkpoint folder (tag folder, or run dir with 'latest') "
                              "or exported .safetensors")
     parser.add_argument("--output_dir", default="", help="shorthand for --opt test.output_dir=...")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in the output dir")
     # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
     parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     opts = list(args.opt) + ([f"test.output_dir={args.output_dir}"] if args.output_dir else [])
-    return run_cli(lambda: run_test(load_config(args.config, opts), args.checkpoint), rank_errors=RANK_ERRORS)
+    return run_cli(lambda: run_test(load_config(args.config, opts), args.checkpoint, args.overwrite),
+                   rank_errors=RANK_ERRORS)
 
 
 def merge_cli(argv: Optional[List[str]] = None) -> int:
@@ -181,5 +195,7 @@ def merge_cli(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--output_dir", default="", help="where the report goes (default: the folder above DIR)")
     parser.add_argument("--average", choices=("softmax", "logits"), default="",
                         help="merge rule (default: the run's test.average)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in the output dir")
     args = parser.parse_args(argv)
-    return run_cli(lambda: merge_shards(args.shards, args.output_dir, args.average), rank_errors=RANK_ERRORS)
+    return run_cli(lambda: merge_shards(args.shards, args.output_dir, args.average, args.overwrite),
+                   rank_errors=RANK_ERRORS)
