@@ -11,7 +11,11 @@ from video_mcmae.weights import (
     EXPORT_FORMAT,
     MODEL_STATES,
     CheckpointError,
+    check_checkpoint_folder,
+    load_checkpoint_file,
+    read_latest,
     read_weights,
+    resolve_checkpoint,
     unwrap_state_dict,
 )
 
@@ -109,3 +113,58 @@ def test_broken_and_foreign_files_are_one_clear_error(tmp_path):
     assert not target.exists()
     with pytest.raises(CheckpointError, match="state dict of tensors"):
         unwrap_state_dict({"model": {"a": 1}})
+
+
+def test_checkpoint_folder_with_code_is_refused_naming_the_file(tmp_path):
+    target = tmp_path / "pwned"
+    tag_dir = _checkpoint(tmp_path / "run")
+    optim = tag_dir / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    torch.save({"optimizer_state_dict": {"step": torch.tensor(3.0)}, "x": _Payload(str(target))}, optim)
+    with pytest.raises(CheckpointError) as err:
+        read_weights(str(tmp_path / "run"))
+    assert str(err.value) == (
+        f"checkpoint file {optim} contains code or objects that are not plain weights (io.open); it was not "
+        "loaded — only resume/export checkpoints you made or trust")
+    optim.unlink()
+    check_checkpoint_folder(str(tag_dir))  # the rest is plain
+    states = torch.load(tag_dir / MODEL_STATES, weights_only=True)
+    torch.save({**states, "extra": _Payload(str(target))}, tag_dir / MODEL_STATES)
+    with pytest.raises(CheckpointError, match=f"checkpoint file {tag_dir / MODEL_STATES} contains code .*io.open"):
+        check_checkpoint_folder(str(tag_dir))
+    with pytest.raises(CheckpointError, match="not plain weights"):
+        read_weights(str(tag_dir))
+    assert not target.exists()
+
+
+def test_cut_short_and_unfinished_checkpoints(tmp_path):
+    tag_dir = _checkpoint(tmp_path / "run")
+    data = (tag_dir / MODEL_STATES).read_bytes()
+    (tag_dir / MODEL_STATES).write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=f"cannot read {tag_dir / MODEL_STATES} .*not a complete zip archive"):
+        read_weights(str(tag_dir))
+    partial = _checkpoint(tmp_path / "run2", tag="epoch-0003.partial")  # `latest` names it too
+    assert read_latest(str(tmp_path / "run2")) is None
+    with pytest.raises(CheckpointError, match="epoch-0003.partial' is a checkpoint save that did not finish.*--auto_resume"):
+        resolve_checkpoint(str(partial))
+
+
+def test_the_types_deepspeed_writes_are_allowed(tmp_path):
+    # ZeRO optimizer files hold DeepSpeed's loss scaler (dynamic with fp16, which the CPU cannot
+    # run), its stage enum and fragment addresses; nothing else from DeepSpeed is unpickled.
+    from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler  # heavy: only this test
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    tag_dir = _checkpoint(tmp_path / "run")
+    optim = tag_dir / "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    dynamic = DynamicLossScaler(init_scale=2.0 ** 16, scale_window=1000, min_scale=1, delayed_shift=2,
+                                consecutive_hysteresis=False, dtype=torch.float16)
+    torch.save({"optimizer_state_dict": {"loss_scaler": dynamic, "static": LossScaler(128.0),
+                                         "zero_stage": ZeroStageEnum.gradients,
+                                         "param_slice_mappings": [{"w": fragment_address(numel=6, start=0)}]},
+                "ds_config": {"fp16": {"enabled": True}}}, optim)
+    check_checkpoint_folder(str(tag_dir))
+    loaded = load_checkpoint_file(str(optim))["optimizer_state_dict"]
+    assert loaded["loss_scaler"].cur_scale == 2.0 ** 16 and loaded["loss_scaler"].dtype == torch.float16
+    assert loaded["static"].cur_scale == 128.0 and loaded["zero_stage"] is ZeroStageEnum.gradients
+    assert loaded["param_slice_mappings"][0]["w"] == fragment_address(numel=6, start=0)

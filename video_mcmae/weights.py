@@ -11,24 +11,42 @@
   wrapped as `{'model': ...}` / `{'module': ...}` (official checkpoints) and with a DDP
   `module.` prefix.
 
-Torch files are read here with `weights_only=True`; the optimizer shards of a ZeRO checkpoint
-are read by DeepSpeed's `zero_to_fp32`. Writing checkpoints and exports is `engine/checkpoint.py`.
+Torch files are read here with `weights_only=True`. DeepSpeed (`engine.load_checkpoint`) and its
+`zero_to_fp32` unpickle a tag folder with `weights_only=False`, so `check_checkpoint_folder` reads
+every torch file of a folder weights-only first (allowing only the types DeepSpeed itself writes)
+and refuses the folder otherwise; both callers of DeepSpeed's readers go through it. A tag folder
+named `<tag>.partial` is a save that never finished and is never read. Writing checkpoints and
+exports is `engine/checkpoint.py`.
 """
 from __future__ import annotations
 
 import glob
+import importlib
 import json
 import os
+import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
 LATEST = "latest"
 MODEL_STATES = "mp_rank_00_model_states.pt"
 ZERO_OPTIM_STATES = "*zero_pp_rank_*optim_states.pt"
+PARTIAL = ".partial"  # suffix of a tag folder whose save has not finished (engine/checkpoint.py)
+# The non-tensor types DeepSpeed (0.19) pickles into a tag folder: the ZeRO optimizer files hold the
+# loss scaler (static; dynamic for fp16), the ZeRO stage and the address of every parameter
+# fragment. Everything else in its files (tensors, dtypes, sizes, plain containers) and in our
+# client state is allowed by torch's weights-only reader itself.
+DEEPSPEED_TYPES = (
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+)
 EXPORT_FORMAT = "video_mcmae-weights-v1"
 FORMS = ("export", "checkpoint", "state_dict")
 
@@ -108,8 +126,13 @@ def read_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
         try:
             source = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # any unpickling failure: name the file instead of a pickle traceback
-            raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint ({err}); "
-                                  "export plain tensors (e.g. with safetensors) and load those") from None
+            # torch's weights-only refusal is a page of advice; its one line about this file is kept
+            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+            detail = next((line for line in lines[1:] if not line.startswith(("Please file", "Check the documentation"))),
+                          lines[0] if lines else type(err).__name__)
+            raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint ({detail}): it is not a "
+                                  "torch file or holds objects other than tensors (never run here); export plain "
+                                  "tensors (e.g. with safetensors) and load those") from None
     return unwrap_state_dict(source, path)
 
 
@@ -153,7 +176,7 @@ def _export(sf_path: str, info: Dict[str, Any]) -> Weights:
 
 
 def is_complete(ckpt_dir: str) -> bool:
-    return os.path.isfile(os.path.join(ckpt_dir, MODEL_STATES))
+    return not ckpt_dir.endswith(PARTIAL) and os.path.isfile(os.path.join(ckpt_dir, MODEL_STATES))
 
 
 def read_latest(out_dir: str) -> Optional[str]:
@@ -169,6 +192,12 @@ def read_latest(out_dir: str) -> Optional[str]:
 def resolve_checkpoint(path: str) -> Tuple[str, str]:
     """(load_dir, tag) for a tag folder (`out/epoch-0005`) or a run's output dir (uses `latest`)."""
     path = os.path.abspath(path)
+    if path.endswith(PARTIAL):
+        raise CheckpointError(
+            f"{path!r} is a checkpoint save that did not finish (the run was killed or ran out of disk "
+            f"space while saving); resume a complete checkpoint (--auto_resume picks the newest) and "
+            f"delete this folder"
+        )
     if is_complete(path):
         return os.path.dirname(path), os.path.basename(path)
     if os.path.isdir(path):
@@ -181,14 +210,71 @@ def resolve_checkpoint(path: str) -> Tuple[str, str]:
     )
 
 
+def _not_plain_weights(path: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint file {path} contains code or objects that are not plain weights ({what}); it was "
+        "not loaded — only resume/export checkpoints you made or trust"
+    )
+
+
+def _deepspeed_types(names: Sequence[str]) -> list:
+    # The classes themselves, imported only when a file holds them: deepspeed is heavy to import
+    # (accelerator probing) and folders without ZeRO files never need it.
+    types = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        types.append(getattr(importlib.import_module(module), attr))
+    return types
+
+
+def load_checkpoint_file(path: str, mmap: bool = True) -> Any:
+    """One torch file of a DeepSpeed tag folder, read weights-only with `DEEPSPEED_TYPES` allowed.
+
+    Any other global (a function, a foreign class: code that unpickling would run) refuses the
+    file, naming it, before anything in it is built. Files that are not complete torch zip
+    archives (a save cut short) are refused too.
+    """
+    if not zipfile.is_zipfile(path):  # DeepSpeed writes zip archives; the index is written last
+        raise CheckpointError(f"cannot read {path} as a torch checkpoint file (not a complete zip archive); "
+                              "the save that wrote it did not finish — use an earlier checkpoint")
+    try:
+        found = get_unsafe_globals_in_checkpoint(path)
+    except Exception as e:  # a damaged archive or pickle: name the file instead of a traceback
+        raise CheckpointError(f"cannot read {path} as a torch checkpoint file ({e}); is the checkpoint complete?") from None
+    foreign = [name for name in found if name not in DEEPSPEED_TYPES]
+    if foreign:
+        raise _not_plain_weights(path, ", ".join(foreign))
+    try:
+        with safe_globals(_deepspeed_types(found)):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:
+        lines = str(e).strip().splitlines() or [type(e).__name__]
+        if "Weights only load failed" in lines[0]:  # allowed globals used in a way the reader refuses
+            marker = "WeightsUnpickler error:"
+            raise _not_plain_weights(path, next((line.split(marker, 1)[1].strip() for line in lines if marker in line),
+                                                lines[0])) from None
+        raise CheckpointError(f"cannot read {path} as a torch checkpoint file ({lines[0]}); "
+                              "is the checkpoint complete?") from None
+
+
+def check_checkpoint_folder(ckpt_dir: str) -> None:
+    """Refuse a tag folder unless every torch file in it reads weights-only (`load_checkpoint_file`).
+
+    Call before handing the folder to DeepSpeed (`engine.load_checkpoint`) or `zero_to_fp32`: they
+    unpickle every `*.pt` they use with `weights_only=False`, which would run code a file carries.
+    """
+    for path in sorted(glob.glob(os.path.join(ckpt_dir, "*.pt"))):
+        if os.path.isfile(path):
+            load_checkpoint_file(path)
+
+
 def read_model_states(ckpt_dir: str, mmap: bool = False) -> Dict[str, Any]:
     """The model-states file of a tag folder (module weights and our client state)."""
-    path = os.path.join(ckpt_dir, MODEL_STATES)
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:  # truncated copies, foreign pickles: say which file and why
-        raise CheckpointError(f"cannot read {path!r} as a DeepSpeed model-states file ({e}); "
-                              "is the checkpoint complete?") from None
+    states = load_checkpoint_file(os.path.join(ckpt_dir, MODEL_STATES), mmap=mmap)
+    if not isinstance(states, dict) or "module" not in states:
+        raise CheckpointError(f"{os.path.join(ckpt_dir, MODEL_STATES)!r} is not a DeepSpeed model-states file "
+                              "(no 'module' weights); is it a DeepSpeed checkpoint?")
+    return states
 
 
 def _stage0_masters(states: Dict[str, Any]) -> Optional[Dict[str, torch.Tensor]]:
@@ -216,6 +302,7 @@ def consolidated_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[st
     state, without DeepSpeed engines or GPUs."""
     load_dir, tag = resolve_checkpoint(path)
     ckpt_dir = os.path.join(load_dir, tag)
+    check_checkpoint_folder(ckpt_dir)  # before zero_to_fp32 unpickles the folder
     states = read_model_states(ckpt_dir)
     # The module state holds every parameter and buffer in the engine's precision (frozen ones
     # only there under ZeRO-1); the optimizer's fp32 masters replace the trained ones.

@@ -59,6 +59,64 @@ def test_user_errors_name_the_fix(tmp_path):
         ckpt.load_exported(str(tmp_path / "missing.safetensors"))
 
 
+def test_auto_resume_ignores_partial_saves_and_a_latest_left_behind(tmp_path):
+    for e in (1, 2):
+        _fake_ckpt(tmp_path, ckpt.epoch_tag(e))
+    ckpt.write_latest(str(tmp_path), "epoch-0001")  # killed after epoch-0002 got its name
+    _fake_ckpt(tmp_path, "epoch-0003.partial")  # killed while saving epoch 3
+    assert ckpt.epoch_tags(str(tmp_path)) == ["epoch-0001", "epoch-0002"]
+    assert ckpt.partial_checkpoints(str(tmp_path)) == [str(tmp_path / "epoch-0003.partial")]
+    assert ckpt.find_auto_resume(str(tmp_path)) == str(tmp_path / "epoch-0002")
+    ckpt.ensure_no_newer_checkpoints(str(tmp_path), str(tmp_path / "epoch-0002"))  # the partial is not newer
+    ckpt.write_latest(str(tmp_path), "best")  # a `latest` naming another kind of tag is followed
+    _fake_ckpt(tmp_path, "best")
+    assert ckpt.find_auto_resume(str(tmp_path)) == str(tmp_path / "best")
+
+
+class _FakeEngine:
+    """`engine.save_checkpoint` of one rank: writes a model-states file (holding `n`) into
+    `out/<tag>`, or fails half-way like a full disk."""
+
+    def __init__(self, out):
+        self.out, self.calls, self.fail = out, [], False
+
+    def save_checkpoint(self, save_dir, tag, client_state, save_latest):
+        folder = self.out / tag
+        self.calls.append((tag, sorted(p.name for p in self.out.iterdir()), save_latest))
+        os.makedirs(folder, exist_ok=True)
+        if self.fail:
+            (folder / MODEL_STATES).write_bytes(b"cut")
+            raise OSError(28, "No space left on device")
+        torch.save({"n": client_state["n"]}, folder / MODEL_STATES)
+
+
+def test_saves_are_renamed_into_place_once_complete(tmp_path):
+    engine = _FakeEngine(tmp_path)
+    os.makedirs(tmp_path / "epoch-0001.partial")
+    (tmp_path / "epoch-0001.partial" / "stale.pt").write_bytes(b"from a killed save")
+    assert ckpt.save_checkpoint(engine, str(tmp_path), "epoch-0001", {"n": 1}) == str(tmp_path / "epoch-0001")
+    # DeepSpeed wrote into the temporary name, after the leftover of the same tag was removed
+    assert engine.calls == [("epoch-0001.partial", [], False)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001", "latest"]
+    assert sorted(p.name for p in (tmp_path / "epoch-0001").iterdir()) == [MODEL_STATES]
+    assert ckpt.read_latest(str(tmp_path)) == "epoch-0001"
+
+    engine.fail = True  # a full disk: the partial folder stays, nothing else changes
+    with pytest.raises(OSError):
+        ckpt.save_checkpoint(engine, str(tmp_path), "epoch-0002", {"n": 2})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001", "epoch-0002.partial", "latest"]
+    assert ckpt.find_auto_resume(str(tmp_path)) == str(tmp_path / "epoch-0001")
+    engine.fail = False
+    ckpt.save_checkpoint(engine, str(tmp_path), "epoch-0002", {"n": 2}, keep=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0002", "latest"]
+
+    for n in (3, 4):  # `best` is replaced whole; `latest` stays on the epoch checkpoint
+        ckpt.save_checkpoint(engine, str(tmp_path), "best", {"n": n}, mark_latest=False)
+        assert torch.load(tmp_path / "best" / MODEL_STATES, weights_only=True) == {"n": n}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "epoch-0002", "latest"]
+    assert ckpt.read_latest(str(tmp_path)) == "epoch-0002"
+
+
 # ---------------------------------------------------------------------------------------------
 # In-process engines
 
@@ -126,7 +184,8 @@ def test_export_then_load_equals_engine_weights(tmp_path, dist_info, zero, preci
     assert run.global_step == 3 and stats["grad_norm"] > 0
     run.epoch = 1
     ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
-    assert ckpt.read_latest(run.out_dir) == "epoch-0001"
+    assert ckpt.read_latest(run.out_dir) == "epoch-0001" and ckpt.partial_checkpoints(run.out_dir) == []
+    ckpt.check_checkpoint(run.out_dir)  # what DeepSpeed wrote reads weights-only
     sf, meta_path = ckpt.export_weights(run.out_dir, str(tmp_path / "export" / "w"))
     model, meta = ckpt.load_exported(sf)
     assert meta["preset"] == "videoconvvit_tiny_patch16" and meta["epoch"] == 1 and meta["global_step"] == 3

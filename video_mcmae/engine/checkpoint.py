@@ -5,8 +5,15 @@ Layout of a run's output dir:
     epoch-0005/            a DeepSpeed checkpoint (`engine.save_checkpoint`, tag = completed epochs)
     best/                  finetuning: the best validation accuracy so far
     latest                 the tag of the newest *complete* epoch checkpoint
-`latest` is written by us, atomically (tmp file + rename), only after every rank has finished
-saving, so a run killed while saving leaves the previous `latest` in place.
+    epoch-0006.partial/    a save in progress, or one that was killed / ran out of disk space
+
+A save is atomic at the folder level: every rank writes into `<tag>.partial/`, and only when all
+of them are done is the folder renamed to `<tag>` (by rank 0; on nodes without a shared file
+system by each node's first rank for its own copy); `latest` is replaced after that (tmp file +
+rename). A killed save therefore leaves a `.partial` folder and the previous checkpoints as they
+were: `--auto_resume` ignores partial folders (and takes the newest `epoch-NNNN` folder even when
+the kill came before `latest` was updated), they never count as epoch checkpoints, and the next
+save of the same tag removes the leftover.
 """
 from __future__ import annotations
 
@@ -26,8 +33,11 @@ from video_mcmae.models import build_model
 from video_mcmae.weights import (
     EXPORT_FORMAT,
     LATEST,
+    PARTIAL,
     CheckpointError,
+    check_checkpoint_folder,
     export_paths,
+    is_complete,
     read_latest,
     read_model_states,
     read_weights,
@@ -44,12 +54,24 @@ def epoch_tag(epoch: int) -> str:
     return f"epoch-{epoch:04d}"
 
 
+def _epoch_of(tag: str) -> int:
+    return int(_EPOCH_TAG.match(tag).group(1))
+
+
 def epoch_tags(out_dir: str) -> List[str]:
-    """Epoch checkpoint tags in `out_dir`, oldest first."""
+    """Epoch checkpoint tags in `out_dir`, oldest first (`.partial` folders are not checkpoints)."""
     if not os.path.isdir(out_dir):
         return []
     tags = [t for t in os.listdir(out_dir) if _EPOCH_TAG.match(t) and os.path.isdir(os.path.join(out_dir, t))]
-    return sorted(tags, key=lambda t: int(_EPOCH_TAG.match(t).group(1)))
+    return sorted(tags, key=_epoch_of)
+
+
+def partial_checkpoints(out_dir: str) -> List[str]:
+    """Folders of saves that have not finished (`<tag>.partial`): killed, or out of disk space."""
+    if not os.path.isdir(out_dir):
+        return []
+    return sorted(os.path.join(out_dir, t) for t in os.listdir(out_dir)
+                  if t.endswith(PARTIAL) and os.path.isdir(os.path.join(out_dir, t)))
 
 
 def write_latest(out_dir: str, tag: str) -> None:
@@ -78,9 +100,8 @@ def ensure_fresh_output(out_dir: str) -> None:
 def checkpoint_epoch(path: str) -> int:
     """Completed epochs of a checkpoint, from its tag name or else its client state."""
     load_dir, tag = resolve_checkpoint(path)
-    match = _EPOCH_TAG.match(tag)
-    if match:
-        return int(match.group(1))
+    if _EPOCH_TAG.match(tag):
+        return _epoch_of(tag)
     states = read_model_states(os.path.join(load_dir, tag), mmap=True)
     return int(states.get("epoch", 0))
 
@@ -88,7 +109,7 @@ def checkpoint_epoch(path: str) -> int:
 def ensure_no_newer_checkpoints(out_dir: str, resume_path: str) -> None:
     """Resuming an older checkpoint into a dir with newer epoch checkpoints would overwrite them."""
     epoch = checkpoint_epoch(resume_path)
-    newer = [t for t in epoch_tags(out_dir) if int(_EPOCH_TAG.match(t).group(1)) > epoch]
+    newer = [t for t in epoch_tags(out_dir) if _epoch_of(t) > epoch]
     if newer:
         raise CheckpointError(
             f"run.output_dir {out_dir!r} holds checkpoints newer than the resumed one (epoch {epoch}): "
@@ -101,32 +122,74 @@ def ensure_no_newer_checkpoints(out_dir: str, resume_path: str) -> None:
 # Save / resume
 
 
+def _publish(partial: str, final: str) -> None:
+    """Give a finished save its final name; an earlier folder of that name (`best`) is replaced."""
+    if os.path.isdir(final):
+        old = final + ".old"
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(final, old)
+        os.replace(partial, final)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(partial, final)
+
+
 def save_checkpoint(engine, out_dir: str, tag: str, client_state: Dict[str, Any], keep: int = 0,
                     mark_latest: bool = True) -> str:
-    """Save on every rank; after all ranks are done, point `latest` at `tag` (epoch checkpoints)
-    and drop epoch checkpoints beyond the newest `keep` (0 keeps all). Call on all ranks."""
-    engine.save_checkpoint(out_dir, tag=tag, client_state=client_state, save_latest=False)
-    dist_utils.barrier()
+    """Save on every rank into `<tag>.partial`; once all ranks are done, rename it to `tag`, then
+    point `latest` at it (epoch checkpoints) and drop epoch checkpoints beyond the newest `keep`
+    (0 keeps all). Call on all ranks."""
+    final = os.path.join(out_dir, tag)
+    partial = final + PARTIAL
     # Each node's first process: nodes without a shared file system hold their own copies.
-    if dist_utils.get_local_rank() == 0 and mark_latest:
-        write_latest(out_dir, tag)
-        if keep > 0:
-            for old in epoch_tags(out_dir)[:-keep]:
-                if old != tag:
-                    shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
+    first_on_node = dist_utils.get_local_rank() == 0
+    if first_on_node:  # leftovers of an earlier save of this tag that did not finish
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.rmtree(final + ".old", ignore_errors=True)
     dist_utils.barrier()
-    return os.path.join(out_dir, tag)
+    engine.save_checkpoint(out_dir, tag=tag + PARTIAL, client_state=client_state, save_latest=False)
+    dist_utils.barrier()
+    if dist_utils.get_rank() == 0:
+        _publish(partial, final)
+    dist_utils.barrier()
+    if first_on_node:
+        if os.path.isdir(partial):  # this node's own copy (no file system shared with rank 0)
+            _publish(partial, final)
+        if mark_latest:
+            write_latest(out_dir, tag)
+            if keep > 0:
+                for old in epoch_tags(out_dir)[:-keep]:
+                    if old != tag:
+                        shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
+    dist_utils.barrier()
+    return final
 
 
 def find_auto_resume(out_dir: str) -> Optional[str]:
-    """The newest complete checkpoint of a run, or None for a new run."""
-    tag = read_latest(out_dir)
-    return os.path.join(out_dir, tag) if tag else None
+    """The newest complete checkpoint of a run, or None for a new run.
+
+    That is the newest `epoch-NNNN` folder (a folder gets that name only once every rank has
+    saved into it): what `latest` names, unless the run was killed between the rename and the
+    update of `latest`. A `latest` naming another kind of tag is followed as it is.
+    """
+    latest = read_latest(out_dir)
+    complete = [t for t in epoch_tags(out_dir) if is_complete(os.path.join(out_dir, t))]
+    if complete and (latest is None or (_EPOCH_TAG.match(latest) and _epoch_of(complete[-1]) > _epoch_of(latest))):
+        latest = complete[-1]
+    return os.path.join(out_dir, latest) if latest else None
+
+
+def check_checkpoint(path: str) -> None:
+    """`check_checkpoint_folder` for a tag folder or run dir: a resume calls it before it writes
+    anything (`load_checkpoint` checks again right before DeepSpeed reads the folder)."""
+    load_dir, tag = resolve_checkpoint(path)
+    check_checkpoint_folder(os.path.join(load_dir, tag))
 
 
 def load_checkpoint(engine, path: str, module_only: bool = False) -> Dict[str, Any]:
     """Restore a checkpoint into `engine` (everything, or only the weights); returns its client state."""
     load_dir, tag = resolve_checkpoint(path)
+    check_checkpoint_folder(os.path.join(load_dir, tag))  # DeepSpeed unpickles with weights_only=False
     loaded, client = engine.load_checkpoint(
         load_dir, tag=tag, load_module_only=module_only, load_optimizer_states=not module_only,
         load_lr_scheduler_states=False,

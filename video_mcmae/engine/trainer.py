@@ -152,11 +152,15 @@ def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_onl
     changes: Dict[str, Tuple[Any, Any]] = {}
     if path is not None:
         ckpt.ensure_no_newer_checkpoints(out, path)  # also fails now, before any work, on a bad path
+        ckpt.check_checkpoint(path)  # plain weights only: nothing in it runs as code
         changes = check_resume(path, cfg, info.world_size, linprobe)
     elif not eval_only:
         ckpt.ensure_fresh_output(out)
     distributed.barrier()  # every rank has looked at the output dir before rank 0 writes to it
     logger = TrainLogger(out, info.is_main, cfg.run.log_every, cfg.run.tensorboard and not eval_only)
+    for partial in [] if eval_only else ckpt.partial_checkpoints(out):
+        logger.info(f"ignoring {partial}: a checkpoint save that did not finish (killed, or out of disk "
+                    "space); it is not resumed from and can be deleted")
     saved = save_config(cfg, out, _config_file(out, path is not None, eval_only)) if info.is_main else None
     distributed.seed_all(distributed.derived_seed(cfg.run.seed, info.rank))
     logger.info(f"ranks {info.world_size}, device {info.device}, output {os.path.abspath(out)}"
