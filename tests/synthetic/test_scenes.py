@@ -1,0 +1,98 @@
+"""The cluttered scenes of the self-supervised evaluation: deterministic, the label symmetries of
+single videos, the class's motion survives the camera, and far fewer flat cubes than the demo's videos."""
+
+import numpy as np
+import pytest
+
+from video_mcmae import synthetic as syn
+from video_mcmae.synthetic.render import time_axis
+from video_mcmae.synthetic.scenes import (SceneStyle, background_frames, hflip_scene, render_scene, sample_scene,
+                                          time_reverse_scene)
+
+
+def scene(name, index=0, style=SceneStyle(), frames=8, size=64):
+    return sample_scene(name, syn.video_rng(0, "train", syn.CLASS_NAMES.index(name), index), frames, size, size, style)
+
+
+def test_render_is_deterministic_and_seed_dependent():
+    a, b = render_scene(scene("moving_left", 3)), render_scene(scene("moving_left", 3))
+    assert a.dtype == np.uint8 and a.shape == (8, 64, 64, 3)
+    assert np.array_equal(a, b)
+    assert not np.array_equal(a, render_scene(scene("moving_left", 4)))
+
+
+@pytest.mark.parametrize("name", syn.CLASS_NAMES)
+def test_time_reversed_scene_renders_the_reversed_video(name):
+    s = scene(name, 1)
+    reverse = time_reverse_scene(s)
+    assert reverse.class_name == syn.time_reverse_class(name)
+    assert np.array_equal(render_scene(reverse), render_scene(s)[::-1])
+
+
+@pytest.mark.parametrize("name", syn.CLASS_NAMES)
+def test_flipped_scene_renders_the_mirrored_video(name):
+    s = scene(name, 2)
+    flipped = hflip_scene(s)
+    assert flipped.class_name == syn.hflip_class(name)
+    diff = np.abs(render_scene(flipped).astype(int) - render_scene(s)[:, :, ::-1].astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def torus_x_shift(frames, background):
+    """Total x displacement (pixels, on the torus) of what differs from the known background."""
+    mask = np.abs(frames - background).max(-1) > 40
+    width = mask.shape[2]
+    angle = np.angle(mask.sum(1) @ np.exp(2j * np.pi * np.arange(width) / width)) / (2 * np.pi) * width
+    steps = np.diff(angle)
+    return (steps - width * np.round(steps / width)).sum()
+
+
+@pytest.mark.parametrize("name,sign", [("moving_left", -1), ("moving_right", 1)])
+def test_the_class_direction_survives_the_largest_camera_pan(name, sign):
+    # One object over a flat background; the camera pans up to 0.55 of the frame, against or with it.
+    style = SceneStyle(max_objects=1, num_waves=0, camera=0.55)
+    for index in range(8):
+        s = scene(name, index, style, frames=8, size=64)
+        background = background_frames(s, time_axis(s.num_frames)) * 255
+        assert sign * torus_x_shift(render_scene(s), background) > 0.3 * 64, (name, index)
+        assert sign * s.objects[0].travel[0] > 0
+
+
+def test_objects_follow_the_style():
+    style = SceneStyle(min_objects=2, max_objects=2, object_scale=0.5, texture="checker")
+    for index in range(5):
+        s = scene("moving_up", index, style)
+        assert len(s.objects) == 2
+        assert all(o.texture == "checker" and o.radius <= 0.5 * 0.25 * 64 + 1e-9 for o in s.objects)
+        assert all(o.travel[1] < 0 for o in s.objects)
+
+
+def flat_cube_fraction(video):
+    """Fraction of 2x16x16 cubes with a channel whose std is below 2/255 (the issue's measure)."""
+    t, h, w, _ = video.shape
+    cubes = video.reshape(t // 2, 2, h // 16, 16, w // 16, 16, 3).transpose(0, 2, 4, 1, 3, 5, 6)
+    std = (cubes.reshape(*cubes.shape[:3], -1, 3) / 255.0).std(axis=3)
+    return float((std.min(-1) < 2 / 255).mean())
+
+
+def test_scenes_have_structure_where_the_demo_videos_are_flat():
+    names = syn.class_names(4)
+    scenes = [render_scene(scene(n, i)) for n in names for i in range(4)]
+    plain = [syn.render_video(syn.sample_params(n, syn.video_rng(0, "train", k, i), 8, 64, 64))
+             for k, n in enumerate(names) for i in range(4)]
+    assert np.mean([flat_cube_fraction(v) for v in scenes]) < 0.1
+    assert np.mean([flat_cube_fraction(v) for v in plain]) > 0.2
+    # the background spans a range of intensities, not one colour
+    assert all(v.std() > 10 and v.min() < v.max() for v in scenes)
+
+
+@pytest.mark.parametrize("field,value", [("camera", 0.6), ("contrast", 1.5), ("min_objects", 0),
+                                         ("max_frequency", 0), ("texture", "dots"), ("object_scale", 0.0)])
+def test_bad_style_is_named(field, value):
+    with pytest.raises(ValueError, match=f"scene {field}="):
+        SceneStyle(**{field: value})
+
+
+def test_unknown_class_is_refused():
+    with pytest.raises(ValueError, match="unknown synthetic class"):
+        sample_scene("jumping", np.random.default_rng(0))

@@ -1,0 +1,104 @@
+"""tools/eval_ssl.py at its quick size: the plumbing only (files written, every row of the table,
+numbers in range, a PNG that decodes), plus the pieces whose answer is known."""
+import importlib.util
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def tool():
+    spec = importlib.util.spec_from_file_location("eval_ssl_tool", os.path.join(REPO, "tools", "eval_ssl.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_run_writes_the_table_json_and_png(tool, tmp_path):
+    threads = torch.get_num_threads()
+    summary = tool.run(tool.parse_args(["--quick", "--out", str(tmp_path)]))
+    assert torch.get_num_threads() == threads  # the caller's setting is restored
+
+    for key in ("json", "table", "png", "log"):
+        assert os.path.getsize(summary["files"][key]) > 0, key
+    saved = json.loads((tmp_path / "result.json").read_text())
+    assert saved["downstream"].keys() == set(tool.EVALS)
+    assert saved["setup"]["seeds"] == [0, 1] and saved["chance"] == 25.0
+
+    pretext = summary["pretext"]
+    assert set(pretext["baselines"]) == set(tool.BASELINES)
+    assert all(v > 0 and np.isfinite(v) for v in pretext["baselines"].values())
+    steps = [s for s, _ in pretext["curve"]]
+    assert steps == [0, 2, 4] and all(np.isfinite(loss) and loss > 0 for _, loss in pretext["curve"])
+    assert pretext["ratio_to_best"] == pytest.approx(pretext["final_loss"] / min(pretext["baselines"].values()))
+    for key in tool.EVALS:
+        row = summary["downstream"][key]
+        for init in tool.INITS:
+            assert len(row[init]["runs"]) == 2 and all(0 <= a <= 100 for a in row[init]["runs"]), (key, init)
+            assert 0 <= row[init]["std"] <= 50
+        assert row["gap"] == pytest.approx(row["pretrained"]["mean"] - row["random"]["mean"])
+    assert set(summary["targets"]) == {"loss", "frozen", "finetune"}
+
+    table = (tmp_path / "table.md").read_text()
+    for title in ("predict zero", "best constant cube", "copy the nearest visible cube", "pretrained model (final)",
+                  *tool.EVAL_TITLES.values()):
+        assert f"| {title}" in table, title
+    assert "seeds [0, 1]" in table and "CPU cores" in table
+
+    with Image.open(tmp_path / "eval_ssl.png") as png:
+        png.load()
+        assert png.size[0] > 600 and png.size[1] > 300
+
+
+def test_quick_changes_defaults_but_explicit_flags_win(tool):
+    args = tool.parse_args(["--quick", "--pt-steps", "7"])
+    assert args.pt_steps == 7 and args.size == tool.QUICK["size"]
+    full = tool.parse_args([])
+    assert full.pt_steps > 100 and full.seeds == [0, 1, 2] and full.ft_fraction == 0.1 and full.layer_decay == 0.75
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--model-kwargs", "{depth"], "--model-kwargs is not JSON"),
+    (["--model-kwargs", "[1]"], "--model-kwargs must be a JSON object"),
+    (["--ft-fraction", "0"], "--ft-fraction must be in"),
+    (["--seeds"], "--seeds"),
+])
+def test_bad_arguments_are_named(tool, argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        tool.parse_args(argv)
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_nearest_visible_copies_the_closest_visible_token(tool):
+    # grid (1, 1, 4): tokens 0..3 in a row, 1 and 2 masked -> 1 copies 0, 2 copies 3
+    mask = torch.tensor([[False, True, True, False]])
+    assert tool.nearest_visible(mask, (1, 1, 4)).tolist() == [[0, 0, 3, 3]]
+
+
+def test_baselines_are_the_model_loss_of_trivial_predictions(tool):
+    model = tool.timm.create_model("videoconvmae_tiny_patch16", num_frames=4, img_size=32, norm_pix_loss=False)
+    x = torch.randn(3, 3, 4, 32, 32)
+    mask = model.draw_mask(x, torch.Generator().manual_seed(0))
+    base = tool.trivial_baselines(model, x, mask, x)
+    zero = model.forward_loss(x, torch.zeros(3, mask.shape[1], model.patch_dim), mask)
+    assert base["zero"] == pytest.approx(float(zero), rel=1e-5)
+    # on the clips it was fitted to, the mean cube is the best constant
+    assert base["constant"] <= base["zero"]
+
+
+def test_knn_and_probe_on_separable_features(tool):
+    g = torch.Generator().manual_seed(0)
+    y = torch.arange(4).repeat(10)
+    f = torch.nn.functional.one_hot(y, 4).float() * 5 + 0.1 * torch.randn(40, 4, generator=g)
+    assert tool.knn_accuracy(f, y, f, y, 5, 4) == 1.0
+    assert tool.linear_probe(f, y, f, y, 4, seed=0) == 1.0
+    few = tool.few_labels(y, 0.2, 4, seed=0)
+    assert torch.bincount(y[few], minlength=4).tolist() == [2, 2, 2, 2]

@@ -1,0 +1,161 @@
+"""Cluttered scenes for the self-supervised evaluation (``tools/eval_ssl.py``): several objects
+over a textured background, all carried by a camera pan.
+
+A masked autoencoder can only learn from what the masked cubes hold; the demo's videos (one
+object on a mostly flat background) leave most cubes flat, so the pretext has little to learn.
+A scene keeps the demo's label semantics -- every object shows the class's motion, so the label
+still needs time -- and fills the frame with structure:
+
+- the background is a sum of plane waves with whole numbers of periods across the frame, so it
+  tiles the same torus the objects live on and pans without an edge;
+- a camera pan moves the background and every object alike; its size is kept below the
+  smallest class travel (60% of the frame) so a ``moving_left`` scene still moves left;
+- one to ``max_objects`` objects, each a ``sample_params`` draw (shape, texture, colour, motion).
+
+The two label symmetries hold as for single videos: ``time_reverse_scene`` renders the reversed
+video exactly and ``hflip_scene`` the mirrored one up to rounding. Everything is a pure function
+of ``(class name, generator, style)``; ``render_scene`` of the ``SceneParams``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+from .classes import check_class, hflip_class, time_reverse_class
+from .params import check_geometry, hflip_params, sample_params, time_reverse_params
+from .render import TEXTURES, VideoParams, composite, hsv_to_rgb, object_layer, time_axis
+
+# A wave: (periods across x, periods across y, phase, weight).
+Wave = Tuple[int, int, float, float]
+
+
+@dataclass(frozen=True)
+class SceneStyle:
+    """How cluttered a scene is; every field is a knob of ``tools/eval_ssl.py``."""
+
+    min_objects: int = 1
+    max_objects: int = 3
+    num_waves: int = 4  # plane waves summed into the background (0: a flat background)
+    max_frequency: int = 4  # the most periods of a wave across the frame
+    contrast: float = 1.0  # background wave amplitude, 1 = the full range between its two colours
+    camera: float = 0.25  # the largest pan over the video, as a fraction of the frame size
+    object_scale: float = 0.8  # object radius relative to ``sample_params``'s (13-25% of the frame)
+    texture: Optional[str] = None  # force one object texture; None keeps each object's drawn one
+
+    def __post_init__(self):
+        def bad(name, need):
+            raise ValueError(f"scene {name}={getattr(self, name)!r}: need {need}")
+
+        if not 1 <= self.min_objects <= self.max_objects:
+            bad("min_objects", f"an integer from 1 to max_objects ({self.max_objects})")
+        if self.num_waves < 0:
+            bad("num_waves", "an integer >= 0")
+        if self.max_frequency < 1:
+            bad("max_frequency", "an integer >= 1")
+        if not 0.0 <= self.contrast <= 1.0:
+            bad("contrast", "a number from 0 to 1")
+        # Keep the pan below the smallest class travel so the class's direction survives it.
+        if not 0.0 <= self.camera < 0.6:
+            bad("camera", "a fraction from 0 to below 0.6 (the smallest class travel)")
+        if not self.object_scale > 0:
+            bad("object_scale", "a number > 0")
+        if self.texture is not None and self.texture not in TEXTURES:
+            bad("texture", f"one of {', '.join(TEXTURES)} or None")
+
+
+@dataclass(frozen=True)
+class SceneParams:
+    """Everything that defines one scene; ``render_scene`` is a pure function of it."""
+
+    class_name: str
+    objects: Tuple[VideoParams, ...]  # drawn in order, each already carried by the camera
+    waves: Tuple[Wave, ...]
+    contrast: float
+    bg_colours: Tuple[Tuple[float, float, float], Tuple[float, float, float]]
+    camera: Tuple[float, float]  # (dx, dy) of the pan over the whole video, in pixels
+
+    @property
+    def num_frames(self) -> int:
+        return self.objects[0].num_frames
+
+    @property
+    def height(self) -> int:
+        return self.objects[0].height
+
+    @property
+    def width(self) -> int:
+        return self.objects[0].width
+
+
+def _colour(rng: np.random.Generator, low: float, high: float) -> Tuple[float, float, float]:
+    rgb = hsv_to_rgb(np.array([rng.random()]), np.array([rng.uniform(0.0, 0.5)]), np.array([rng.uniform(low, high)]))[0]
+    return tuple(float(c) for c in rgb)
+
+
+def sample_scene(class_name: str, rng: np.random.Generator, num_frames: int = 16, height: int = 64,
+                 width: int = 64, style: SceneStyle = SceneStyle()) -> SceneParams:
+    """Draw one scene of ``class_name``: the label only picks the direction of every object's
+    motion; the camera, the background and the objects' looks share one distribution."""
+    check_class(class_name)
+    check_geometry(num_frames, height, width)
+    count = int(rng.integers(style.min_objects, style.max_objects + 1))
+    pan, direction = style.camera * rng.uniform(0.0, 1.0), rng.uniform(0.0, 2 * np.pi)
+    camera = (float(pan * width * np.cos(direction)), float(pan * height * np.sin(direction)))
+    objects = []
+    for _ in range(count):
+        p = sample_params(class_name, rng, num_frames, height, width)
+        objects.append(dataclasses.replace(
+            p, radius=p.radius * style.object_scale, texture=style.texture or p.texture,
+            travel=(p.travel[0] + camera[0], p.travel[1] + camera[1])))
+    waves = []
+    for _ in range(style.num_waves):
+        kx = ky = 0
+        while kx == 0 and ky == 0:
+            kx, ky = (int(k) for k in rng.integers(-style.max_frequency, style.max_frequency + 1, size=2))
+        waves.append((kx, ky, float(rng.uniform(0.0, 2 * np.pi)), float(rng.uniform(0.3, 1.0))))
+    # One dark and one lighter background colour, both duller than the saturated objects.
+    return SceneParams(class_name=class_name, objects=tuple(objects), waves=tuple(waves), contrast=style.contrast,
+                       bg_colours=(_colour(rng, 0.05, 0.35), _colour(rng, 0.4, 0.75)), camera=camera)
+
+
+def background_frames(scene: SceneParams, u: np.ndarray) -> np.ndarray:
+    """``(T, H, W, 3)`` float32: the waves, panned by the camera, mapped between the two colours."""
+    h, w = scene.height, scene.width
+    xs = (np.arange(w) - (w - 1) / 2)[None, None, :] - (u * (scene.camera[0] / 2))[:, None, None]
+    ys = (np.arange(h) - (h - 1) / 2)[None, :, None] - (u * (scene.camera[1] / 2))[:, None, None]
+    field = np.zeros((len(u), h, w))
+    for kx, ky, phase, weight in scene.waves:
+        field = field + weight * np.cos(2 * np.pi * (kx * xs / w + ky * ys / h) + phase)
+    total = sum(weight for *_, weight in scene.waves) or 1.0
+    level = (0.5 + 0.5 * scene.contrast * field / total).astype(np.float32)[..., None]
+    c0, c1 = (np.asarray(c, dtype=np.float32) for c in scene.bg_colours)
+    return c0 + (c1 - c0) * level
+
+
+def render_scene(scene: SceneParams) -> np.ndarray:
+    """Render ``(T, H, W, 3)`` uint8 RGB frames: the background, then the objects in order."""
+    u = time_axis(scene.num_frames)
+    frames = background_frames(scene, u)
+    for obj in scene.objects:
+        frames = composite(frames, *object_layer(obj, u))
+    return np.clip(frames * np.float32(255.0) + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
+
+
+def time_reverse_scene(scene: SceneParams) -> SceneParams:
+    """The scene whose video is ``render_scene(scene)[::-1]`` (exactly)."""
+    return dataclasses.replace(
+        scene, class_name=time_reverse_class(scene.class_name),
+        objects=tuple(time_reverse_params(p) for p in scene.objects),
+        camera=(-scene.camera[0], -scene.camera[1]))
+
+
+def hflip_scene(scene: SceneParams) -> SceneParams:
+    """The scene whose video is ``render_scene(scene)[:, :, ::-1]`` (up to rounding)."""
+    return dataclasses.replace(
+        scene, class_name=hflip_class(scene.class_name), objects=tuple(hflip_params(p) for p in scene.objects),
+        waves=tuple((-kx, ky, phase, weight) for kx, ky, phase, weight in scene.waves),
+        camera=(-scene.camera[0], scene.camera[1]))
