@@ -1,11 +1,15 @@
 import logging
 import os
+import re
+from pathlib import Path
 
 import pytest
 import torch
 
 from video_mcmae.config import Config
+from video_mcmae.data import datasets as datasets_module
 from video_mcmae.data.datasets import (
+    PartialBatch,
     PretrainDataset,
     TooManyBadFilesError,
     VideoClsDataset,
@@ -190,3 +194,92 @@ def test_test_views_decode_once_and_shard_contiguously(synthetic_root, monkeypat
     assert len(calls) == 2 * ds.num_temporal_views  # one decode per temporal view, not per crop
     shards = [list(PaddedContiguousSampler(range(10), r, 3)) for r in range(3)]
     assert shards == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 9, 9]]
+
+
+class _FailsFrom:
+    """`open_video` whose readers of `path` fail on frame `frame` and later (a file that passes
+    the start-up scan, which reads the first and last frames, but breaks mid-decode)."""
+
+    def __init__(self, path, frame):
+        self.path, self.frame = path, frame
+        self.open = datasets_module.open_video
+
+    def __call__(self, path, backend, fallback=True):
+        reader = self.open(path, backend, fallback=fallback)
+        if path != self.path:
+            return reader
+        fail_from = self.frame
+
+        class Reader:
+            num_frames, fps = reader.num_frames, reader.fps
+
+            def get_frames(self, indices):
+                if max(indices) >= fail_from:
+                    raise VideoReadError(path, f"invalid data at frame {fail_from}")
+                return reader.get_frames(indices)
+
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                reader.__exit__(*exc)
+
+        return Reader()
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_errors_arrive_whole_in_the_main_process(mixed_list, workers):
+    samples, bad = mixed_list
+    cfg = tiny_cfg(Path("."), num_workers=workers)
+    train = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32, MEAN, STD),
+                            max_bad_fraction=0.2)
+    with pytest.raises(TooManyBadFilesError) as e:
+        for _ in build_loader(cfg, "pretrain", dataset=train):
+            pass
+    # the dataset's own one-line message, not "Caught TooManyBadFilesError in DataLoader worker process 0"
+    assert re.fullmatch(r"3 of 13 videos in the training list are unreadable \(more than "
+                        r"data.max_bad_fraction=0.2\): .*", str(e.value))
+    val = VideoClsDataset(samples, mode="val", sampling="dense", num_frames=4, sampling_rate=2,
+                          transform=EvalTransform(32, 40, MEAN, STD))  # not scanned: the bad files stay in
+    with pytest.raises(VideoReadError) as e:
+        list(build_loader(cfg, "val", dataset=val))
+    assert e.value.path in bad.values() and str(e.value).startswith("cannot read video")
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_test_loader_leaves_out_a_video_failing_mid_decode(synthetic_root, monkeypatch, workers):
+    cfg = tiny_cfg(synthetic_root, "k400", test_num_spatial_crops=2, test_num_temporal_views=2, num_workers=workers)
+    cfg.test.batch_size = 6
+    ds = build_dataset(cfg, "test")
+    assert ds.excluded == []
+    monkeypatch.setattr(datasets_module, "open_video", _FailsFrom(ds.samples[1].path, 12))
+    loader = build_loader(cfg, "test", dataset=ds)
+    batches = list(loader.batches())
+    failed = [b for b in batches if isinstance(b, PartialBatch)]
+    # views (video, t, s): batch 0 = video 0 (4 views) + video 1 t=0 (decodes frames < 12);
+    # batch 1 = video 1 t=1 (fails) + video 2 t=0
+    assert len(failed) == 1 and list(failed[0].errors) == [1]
+    assert failed[0].errors[1].reason == "invalid data at frame 12"
+    clip, label, video, t, s = failed[0].batch
+    assert video.tolist() == [2, 2, 2, 2] and t.tolist() == [0, 0, 1, 1] and clip.shape[0] == 4
+    assert len(batches) == len(loader) and not isinstance(batches[0], PartialBatch)
+    with pytest.raises(VideoReadError, match="invalid data at frame 12"):
+        list(loader)
+
+
+def test_the_bad_file_limit_applies_to_the_marks_given(mixed_list):
+    samples, bad = mixed_list
+    ds = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32, MEAN, STD),
+                         max_bad_fraction=0.25)
+    mask = torch.zeros(13, dtype=torch.uint8)
+    mask[[8, 10, 12]] = 1
+    assert ds.too_many_bad_files(mask) is None  # 3 <= 0.25 x 13
+    mask[9] = 1
+    error = ds.too_many_bad_files(mask)
+    assert str(error).startswith(f"4 of 13 videos in the training list are unreadable (more than "
+                                 f"data.max_bad_fraction=0.25): {samples[8].path}, {samples[9].path}, "
+                                 f"{samples[10].path}, ...; each is logged with its reason.")
+    everything = PretrainDataset(samples[8:], num_frames=4, sampling_rate=2, transform=PretrainTransform(32, MEAN, STD),
+                                 max_bad_fraction=1.0)
+    with pytest.raises(TooManyBadFilesError, match="5 of 5 videos"):
+        everything[0]

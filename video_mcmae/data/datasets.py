@@ -8,12 +8,20 @@ Unreadable files:
 - training (pretrain/train): the file is logged once with its path and reason, remembered, and
   the item is replaced by the next readable sample in list order (index + 1, + 2, ...). The
   replacements of the current epoch and the unreadable files found so far are counted in shared
-  memory (`bad_file_stats()`); when more than `max_bad_fraction` of the list is unreadable the
-  run stops with `TooManyBadFilesError`.
+  memory (`bad_file_stats()`, `bad_file_mask()`); when more than `max_bad_fraction` of the list
+  is unreadable the process stops with `TooManyBadFilesError`. These are one process's counts:
+  the training loop combines the ranks' masks and stops every rank together.
 - validation / test: nothing is replaced. `scan()` (done by `build_dataset`) checks every file
   and excludes the unreadable ones explicitly: they are listed in `.excluded` as
   (list index, path, reason) and have no items. A file that passed the scan but fails later
-  raises `VideoReadError`.
+  raises `VideoReadError`; through a `Loader`, the multi-view test's views of such a video come
+  back as a `PartialBatch` instead, so the test can exclude it and go on.
+
+Loaders: `Loader` (what `build_loader` returns) is torch's DataLoader whose batches that failed
+with a user error (`LOADER_ERRORS`) re-raise that error itself in the main process, class,
+message and attributes intact, whether a worker or the main process loaded them. torch would
+re-raise a worker's error rebuilt from its class and a traceback text ("Caught ... in DataLoader
+worker process 0" and the worker's traceback).
 
 Item formats:
 - `PretrainDataset`: clips (num_sample, C, T, H, W).
@@ -27,7 +35,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Callable, List, Optional, Sequence, Tuple
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -57,6 +66,64 @@ _MAX_WORKER_SLOTS = 256  # one replacement counter per DataLoader worker (no cro
 
 class TooManyBadFilesError(RuntimeError):
     """More of the training list is unreadable than `data.max_bad_fraction` allows."""
+
+
+# Errors of the data, not of the code, that loading a batch may raise: a `Loader` hands them to
+# the caller whole (see the module docstring).
+LOADER_ERRORS = (VideoReadError, TooManyBadFilesError, DataListError, OSError)
+
+
+@dataclass
+class PartialBatch:
+    """In place of a batch that did not wholly load: `errors` maps a key (the multi-view test's
+    video index; for other datasets the index of the item that failed) to the error, which pickles
+    whole; `batch` holds the collated items that did load (the other test videos' views), or None."""
+
+    batch: Any
+    errors: Dict[int, BaseException]
+
+
+class _CollatePartial:
+    """The loader's collate function: collates lists of items with `collate` and the loaded items
+    of a `PartialBatch` too (None when there are none). A class, so that workers can unpickle it."""
+
+    def __init__(self, collate: Callable):
+        self.collate = collate
+
+    def __call__(self, items):
+        if isinstance(items, PartialBatch):
+            return PartialBatch(self.collate(items.batch) if items.batch else None, items.errors)
+        return self.collate(items)
+
+
+class Loader(DataLoader):
+    """torch's DataLoader for the datasets here: a batch that failed with one of `LOADER_ERRORS`
+    raises that error when iterated (the first, for a `PartialBatch` with several); `batches()`
+    yields the `PartialBatch` itself, for callers that go on past a failed video."""
+
+    def __init__(self, dataset, *, collate_fn: Optional[Callable] = None, **kwargs):
+        super().__init__(dataset, collate_fn=_CollatePartial(collate_fn or default_collate), **kwargs)
+
+    def batches(self):
+        """Batches and `PartialBatch`es, in order."""
+        return super().__iter__()
+
+    def __iter__(self):
+        for batch in self.batches():
+            if isinstance(batch, PartialBatch):
+                raise next(iter(batch.errors.values()))
+            yield batch
+
+
+def _load_items(dataset, indices):
+    """`dataset[i]` for each index; a `PartialBatch` (no items) at the first of `LOADER_ERRORS`."""
+    items = []
+    for i in indices:
+        try:
+            items.append(dataset[i])
+        except LOADER_ERRORS as e:
+            return PartialBatch([], {i: e})
+    return items
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -90,6 +157,10 @@ class _VideoDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch[0] = epoch
+
+    def __getitems__(self, indices: Sequence[int]):
+        # What a DataLoader calls for a batch: errors come back as a PartialBatch (see Loader).
+        return _load_items(self, indices)
 
     def _decode(self, path: str, sampling: str, mode: str, clip_len: int, rate: int,
                 rng: Optional[random.Random] = None, num_views: int = 1,
@@ -130,18 +201,29 @@ class _TrainingMixin:
     def bad_file_paths(self) -> List[str]:
         return [self.samples[i].path for i in torch.nonzero(self._bad).flatten().tolist()]
 
+    def too_many_bad_files(self, mask: torch.Tensor) -> Optional[TooManyBadFilesError]:
+        """The error that stops training when the files marked in `mask` ((num_samples,), nonzero =
+        unreadable: this process's `bad_file_mask()` or all ranks' combined) are more than
+        `max_bad_fraction` of the list, or all of it; None otherwise. The message depends on the
+        mask only, so ranks that combined their masks stop with the same words."""
+        bad = torch.nonzero(mask).flatten().tolist()
+        n = len(self.samples)
+        if len(bad) <= self.max_bad_fraction * n and len(bad) < n:
+            return None
+        shown = ", ".join(self.samples[i].path for i in bad[:3]) + (", ..." if len(bad) > 3 else "")
+        return TooManyBadFilesError(
+            f"{len(bad)} of {n} videos in the training list are unreadable (more than "
+            f"data.max_bad_fraction={self.max_bad_fraction}): {shown}; each is logged with its reason. "
+            "Run tools/check_data_list.py to write a clean list, or raise data.max_bad_fraction.")
+
     def _mark_bad(self, index: int, error: VideoReadError) -> None:
         if not self._bad[index]:
             self._bad[index] = True
             logger.warning("unreadable training video %s (%s); replaced by another sample, "
                            "see tools/check_data_list.py", error.path, error.reason)
-        num_bad, n = int(self._bad.sum()), len(self.samples)
-        if num_bad > self.max_bad_fraction * n:
-            raise TooManyBadFilesError(
-                f"{num_bad} of {n} videos in the training list are unreadable (more than "
-                f"data.max_bad_fraction={self.max_bad_fraction}); last: {error.path} ({error.reason}). "
-                "Run tools/check_data_list.py to write a clean list, or raise data.max_bad_fraction."
-            )
+        stop = self.too_many_bad_files(self._bad)
+        if stop is not None:
+            raise stop
 
     def _load_replacing(self, index: int, load: Callable[[int], object]):
         n = len(self.samples)
@@ -157,7 +239,7 @@ class _TrainingMixin:
             if i != index:
                 self._replaced[_worker_slot()] += 1
             return item
-        raise TooManyBadFilesError("no readable video in the training list")
+        raise self.too_many_bad_files(self._bad)  # every file is marked now: never None
 
 
 class PretrainDataset(_TrainingMixin, _VideoDataset):
@@ -270,15 +352,33 @@ class VideoTestDataset(_VideoDataset):
         self.video_indices = [i for i in range(len(self.samples)) if i not in bad]
         return self.excluded
 
+    def video_of(self, index: int) -> int:
+        """The video index (line in the list) of item `index`."""
+        return self.video_indices[index // self.views_per_video]
+
+    def __getitems__(self, indices: Sequence[int]):
+        """A batch of views for a DataLoader. A video that passed the scan but fails to decode now
+        does not fail the batch: its views are left out and its error returned, keyed by the
+        video index, in a `PartialBatch` with the other views."""
+        items, errors = [], {}
+        for i in indices:
+            video = self.video_of(i)
+            if video in errors:
+                continue
+            try:
+                items.append(self[i])
+            except VideoReadError as e:
+                errors[video] = e
+        return PartialBatch(items, errors) if errors else items
+
     def expected_views(self) -> List[Tuple[int, int, int]]:
         """Every (video_index, temporal_view, spatial_view) the items cover."""
         return [(v, t, s) for v in self.video_indices
                 for t in range(self.num_temporal_views) for s in range(self.num_spatial_crops)]
 
     def __getitem__(self, index: int):
-        video_pos, view = divmod(index, self.views_per_video)
-        temporal, spatial = divmod(view, self.num_spatial_crops)
-        video = self.video_indices[video_pos]
+        temporal, spatial = divmod(index % self.views_per_video, self.num_spatial_crops)
+        video = self.video_of(index)
         s = self.samples[video]
         if self._cache[0] != (video, temporal):
             frames = self._decode(s.path, self.sampling, "test", self.num_frames,
@@ -312,6 +412,9 @@ class ImageDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         self._epoch[0] = epoch
+
+    def __getitems__(self, indices: Sequence[int]):
+        return _load_items(self, indices)
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -421,8 +524,8 @@ def build_dataset(cfg, split: str, scan_progress: bool = False):
     return ds
 
 
-def build_loader(cfg, split: str, dataset=None, rank: int = 0, world_size: int = 1) -> DataLoader:
-    """DataLoader for `split` over `dataset` (built from cfg when None), sharded by a
+def build_loader(cfg, split: str, dataset=None, rank: int = 0, world_size: int = 1) -> Loader:
+    """A `Loader` for `split` over `dataset` (built from cfg when None), sharded by a
     DistributedSampler (also with world_size 1, so `set_epoch` reshuffles reproducibly), or
     contiguously by `PaddedContiguousSampler` for the multi-view test (padding repeats the last
     view; the merge de-duplicates). Training loaders shuffle and drop the last incomplete batch; call
@@ -437,7 +540,7 @@ def build_loader(cfg, split: str, dataset=None, rank: int = 0, world_size: int =
                                      seed=cfg.run.seed, drop_last=False)
     stacked = isinstance(dataset, PretrainDataset) or getattr(dataset, "num_sample", 1) > 1
     workers = cfg.data.num_workers
-    return DataLoader(
+    return Loader(
         dataset,
         batch_size=cfg.optim.batch_size if training else cfg.test.batch_size,
         sampler=sampler,
