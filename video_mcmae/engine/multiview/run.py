@@ -3,6 +3,7 @@ the model and its weights, the autocast policy, the per-rank evaluation, the rep
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import uuid
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -12,7 +13,8 @@ from tqdm import tqdm
 
 from video_mcmae.cli import run_cli
 from video_mcmae.config import ConfigError, ModelConfig, add_config_args, load_config
-from video_mcmae.data.datasets import build_dataset, build_loader
+from video_mcmae.data.datasets import Loader, PartialBatch, build_dataset, build_loader
+from video_mcmae.data.readers import VideoReadError
 from video_mcmae.engine import distributed
 from video_mcmae.models import build_model, is_pretraining
 from video_mcmae.weights import read_weights
@@ -29,6 +31,8 @@ from .shards import (
     remove_shards,
     save_shard,
 )
+
+logger = logging.getLogger(__name__)
 
 # A merge error is raised on rank 0 only and a rank's own failure on that rank: the raising rank
 # prints it (config and path errors hit every rank alike and are printed by rank 0).
@@ -83,14 +87,27 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
 @torch.no_grad()
 def collect_views(model: torch.nn.Module, loader, device: torch.device, dtype: Optional[torch.dtype],
                   progress: bool = False) -> Tuple[ViewCollector, str]:
-    """Logits of every view this rank's loader yields. A failure (a file that passed the scan
-    but breaks mid-decode, an out-of-memory) ends the loop and is returned as a message, so this
-    rank still joins the gather and the merge reports it instead of the other ranks hanging."""
+    """Logits of every view this rank's loader yields.
+
+    A video that passed the scan but fails to decode now (a `Loader` over a `VideoTestDataset`
+    reports it in a `PartialBatch`) is excluded like the scan's unreadable videos: it is added to
+    `loader.dataset.excluded`, the shard lists it as unreadable and the merge drops the views any
+    rank decoded before. Any other failure (an out-of-memory, a bug) ends the loop and is returned
+    as a message, so this rank still joins the gather and the merge reports it instead of the
+    other ranks hanging."""
     model.eval()
     collector = ViewCollector()
+    ours = isinstance(loader, Loader)
     try:
-        for clip, label, video, t, s in tqdm(loader, desc="test views", unit="batch", disable=not progress,
-                                             dynamic_ncols=True):
+        for batch in tqdm(loader.batches() if ours else loader, total=len(loader) if ours else None,
+                          desc="test views", unit="batch", disable=not progress, dynamic_ncols=True):
+            if isinstance(batch, PartialBatch):
+                for video, error in batch.errors.items():
+                    _exclude(loader.dataset, video, error)
+                if batch.batch is None:
+                    continue
+                batch = batch.batch
+            clip, label, video, t, s = batch
             clip = clip.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(clip)
@@ -98,6 +115,13 @@ def collect_views(model: torch.nn.Module, loader, device: torch.device, dtype: O
     except Exception as e:  # re-raised as a MultiViewError by the merge, naming this rank
         return collector, f"{type(e).__name__}: {e}"
     return collector, ""
+
+
+def _exclude(dataset, video: int, error: VideoReadError) -> None:
+    if any(i == video for i, _, _ in dataset.excluded):  # a later batch with more of its views
+        return
+    dataset.excluded.append((video, dataset.samples[video].path, error.reason))
+    logger.warning("excluded test video %d: %s failed while decoding (%s)", video, error.path, error.reason)
 
 
 def _report(merged: MergedViews, topk: Sequence[int], out_dir: str) -> Dict[str, Any]:
