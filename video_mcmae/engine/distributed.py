@@ -110,12 +110,6 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
-def all_finite(value: torch.Tensor) -> bool:
-    """True when `value` is finite on every rank (one small all-reduce)."""
-    bad = torch.tensor([0.0 if torch.isfinite(value).all() else 1.0], device=value.device)
-    return all_reduce_sum(bad).item() == 0
-
-
 def broadcast_object(obj: Any, src: int = 0) -> Any:
     if not (dist.is_initialized() and dist.get_world_size() > 1):
         return obj

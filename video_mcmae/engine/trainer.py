@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from video_mcmae.config import Config, ConfigError, add_config_args, config_diff, load_config, save_config
-from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
+from video_mcmae.data.datasets import TooManyBadFilesError, build_dataset, build_loader, set_epoch
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
 from video_mcmae.engine.deepspeed_config import initialize_engine, input_dtype
@@ -228,25 +228,77 @@ def _param_grad_norm(module: nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))) if grads else 0.0
 
 
+class _BadFiles:
+    """The training set's unreadable files over all ranks. Each process marks the files it could
+    not read (in memory its loader workers share) and stops on its own marks alone; the ranks
+    combine their marks whenever one of them found a new file or stopped, so the count and
+    `data.max_bad_fraction` apply to the distinct files of all ranks, and every rank stops at the
+    same iteration with the same message."""
+
+    def __init__(self, dataset, device: torch.device):
+        self.dataset, self.device = dataset, device
+        self.combined_at = 0  # the ranks' summed mark counts when they last combined their marks
+
+    def local_count(self) -> int:
+        return int(self.dataset.bad_file_mask().sum())
+
+    def combined_mask(self) -> torch.Tensor:
+        return distributed.all_reduce_sum(self.dataset.bad_file_mask().to(self.device, torch.int32)) > 0
+
+    def check(self, stopped: bool, marks: int) -> None:
+        """On every rank after an iteration's all-reduce: `stopped` (some rank stopped on its own
+        marks), `marks` (the ranks' mark counts summed). A rank stops only when its marks are over
+        the limit, so the combined marks are then too."""
+        if not stopped and marks == self.combined_at:
+            return
+        self.combined_at = marks
+        error = self.dataset.too_many_bad_files(self.combined_mask())
+        if error is not None:
+            raise error
+
+    def epoch_stats(self) -> Dict[str, int]:
+        """Distinct unreadable files found by any rank so far; replacements of all ranks this epoch."""
+        mask = self.combined_mask()
+        error = self.dataset.too_many_bad_files(mask)
+        if error is not None:
+            raise error
+        replaced = torch.tensor([self.dataset.bad_file_stats()["replaced"]], device=self.device)
+        return {"bad_files": int(mask.sum()), "replaced": int(distributed.all_reduce_sum(replaced).item())}
+
+
 def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, steps: int,
                     step_fn: StepFn, generator: torch.Generator) -> Dict[str, float]:
-    cfg, logger = run.cfg, run.logger
+    cfg, logger, device = run.cfg, run.logger, run.info.device
     accum = cfg.optim.accum_steps
     iters = steps * accum
     remaining_after = (cfg.optim.epochs - run.epoch - 1) * iters
     # DeepSpeed reports the global grad norm for ZeRO and half precision; plain fp32 we measure.
     own_norm = not (engine.zero_optimization() or engine.bfloat16_enabled() or engine.fp16_enabled())
+    dataset = getattr(loader, "dataset", None)
+    bad_files = _BadFiles(dataset, device) if hasattr(dataset, "too_many_bad_files") else None
     engine.train()
     logger.start_epoch()
     batches = iter(loader)
     end = time.time()
     for it in range(iters):
-        batch = next(batches)
+        try:
+            batch, stopped = next(batches), False
+        except TooManyBadFilesError:  # this rank's own marks; all ranks stop together below
+            batch, stopped = None, True
         data_time = time.time() - end
         if it % accum == 0:
             lr, wd = schedules.apply(optimizer, run.global_step)
-        loss = step_fn(engine, batch, generator)
-        if not distributed.all_finite(loss.detach()):
+        loss = None if stopped else step_fn(engine, batch, generator)
+        # One all-reduce per iteration, before the backward's collectives: [stopped on its own
+        # bad-file marks, its mark count, non-finite loss], summed over ranks.
+        flags = torch.tensor([float(stopped), float(bad_files.local_count()) if bad_files else 0.0, 0.0],
+                             dtype=torch.float64, device=device)
+        if loss is not None:
+            flags[2] = (~torch.isfinite(loss.detach())).any()
+        stops, marks, non_finite = distributed.all_reduce_sum(flags).tolist()
+        if bad_files is not None:
+            bad_files.check(stops > 0, int(marks))
+        if non_finite:
             raise NonFiniteLossError(
                 f"loss is {loss.item()} (non-finite on at least one rank) at epoch {run.epoch + 1}, iteration "
                 f"{it + 1}, global step {run.global_step}; stopped before the optimizer step, no checkpoint "
@@ -269,10 +321,8 @@ def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, s
         end = time.time()
     stats = {k: v for k, v in logger.epoch_averages().items() if k in ("loss", "grad_norm", "iter_time", "data_time")}
     stats.update(lr=lr, wd=wd)
-    dataset = getattr(loader, "dataset", None)
-    if hasattr(dataset, "bad_file_stats"):
-        counts = dataset.bad_file_stats()
-        stats.update(bad_files=counts["bad_files"], replaced=counts["replaced"])
+    if bad_files is not None:
+        stats.update(bad_files.epoch_stats())
     return stats
 
 
