@@ -1,11 +1,14 @@
 import argparse
+import dataclasses
 import glob
 import os
+import re
+import typing
 
 import pytest
 import yaml
 
-from video_mcmae.config import ConfigError, add_config_args, load_config, save_config
+from video_mcmae.config import Config, ConfigError, add_config_args, load_config, save_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -81,6 +84,40 @@ def test_wrong_type_names_expected(opt, expected):
 def test_impossible_values_rejected(opt, key):
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         load_config(None, [opt])
+
+
+def _float_options():
+    """Every float option (plain, optional, list of floats) of the config's sections, read from the
+    dataclasses: `(key, override making one value NaN/inf)` per option."""
+    out = []
+    for name, cls in typing.get_type_hints(Config).items():
+        hints = typing.get_type_hints(cls)
+        for f in dataclasses.fields(cls):
+            key, tp = f"{name}.{f.name}", hints[f.name]
+            if tp is float or tp == typing.Optional[float]:
+                out.append((key, lambda v, key=key: f"{key}={v}"))
+            elif tp == typing.List[float]:
+                default = f.default_factory()
+                out.append((key, lambda v, key=key, d=default: f"{key}=[{', '.join([v] + [str(x) for x in d[1:]])}]"))
+    return out
+
+
+FLOAT_OPTIONS = _float_options()
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "nan"])
+@pytest.mark.parametrize("key, override", FLOAT_OPTIONS, ids=[k for k, _ in FLOAT_OPTIONS])
+def test_non_finite_floats_are_refused_naming_the_key(key, override, value):
+    with pytest.raises(ConfigError, match=r"^" + re.escape(key) + r"(\[0\])?: must be a finite number, got"):
+        load_config(None, [override(value)])
+
+
+@pytest.mark.parametrize("key", ["optim.lr", "optim.base_lr", "optim.min_lr", "optim.warmup_lr", "optim.weight_decay",
+                                 "optim.weight_decay_end", "optim.eps", "optim.clip_grad", "aug.mixup", "aug.cutmix",
+                                 "aug.reprob", "aug.smoothing", "model.drop_path_rate", "data.max_bad_fraction"])
+def test_negative_values_are_refused_naming_the_key(key):
+    with pytest.raises(ConfigError, match=r"^" + re.escape(key) + ": "):
+        load_config(None, [f"{key}=-0.1"])
 
 
 def test_classifier_only_regularisation_is_refused_for_pretraining():

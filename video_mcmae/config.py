@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -165,6 +166,9 @@ def _read_yaml(path: str) -> Dict[str, Any]:
             data = yaml.safe_load(f)
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"config file {path!r} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} "
+                              f"at offset {e.start}); save it as UTF-8") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -319,6 +323,19 @@ def _build(cls, data: Dict[str, Any], prefix: str):
     return cls(**kwargs)
 
 
+def _float_values(obj, prefix: str = ""):
+    """(key, value) of every float field of the config's sections (list items included, nulls
+    left out); `model.kwargs` is the preset's business."""
+    for f in dataclasses.fields(obj):
+        value, key = getattr(obj, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            yield from _float_values(value, key + ".")
+        elif isinstance(value, float):
+            yield key, value
+        elif isinstance(value, list):
+            yield from ((f"{key}[{i}]", v) for i, v in enumerate(value) if isinstance(v, float))
+
+
 def validate(cfg: Config) -> Config:
     """Reject impossible values before any work starts."""
     m, d, o, a = cfg.model, cfg.data, cfg.optim, cfg.aug
@@ -326,6 +343,10 @@ def validate(cfg: Config) -> Config:
     def bad(key: str, msg: str):
         raise ConfigError(f"{key}: {msg}")
 
+    # NaN passes every `x < 0` test below, and no option means anything at infinity.
+    for key, value in _float_values(cfg):
+        if not math.isfinite(value):
+            bad(key, f"must be a finite number, got {value}")
     if not 0.0 < m.mask_ratio < 1.0:
         bad("model.mask_ratio", f"must be in (0, 1), got {m.mask_ratio}")
     if m.img_size <= 0 or m.img_size % 16:
@@ -369,8 +390,9 @@ def validate(cfg: Config) -> Config:
             bad(f"aug.{key}", f"must be in [0, 1], got {getattr(a, key)}")
     if not 0.0 <= a.smoothing < 1.0:
         bad("aug.smoothing", f"must be in [0, 1), got {a.smoothing}")
-    if a.mixup < 0 or a.cutmix < 0:
-        bad("aug.mixup/aug.cutmix", "alphas must be >= 0")
+    for key in ("mixup", "cutmix"):
+        if getattr(a, key) < 0:
+            bad(f"aug.{key}", f"alpha must be >= 0, got {getattr(a, key)}")
     if o.batch_size <= 0:
         bad("optim.batch_size", f"must be >= 1, got {o.batch_size}")
     if o.accum_steps <= 0:
@@ -379,10 +401,14 @@ def validate(cfg: Config) -> Config:
         bad("optim.epochs", f"must be >= 1, got {o.epochs}")
     if not 0 <= o.warmup_epochs <= o.epochs:
         bad("optim.warmup_epochs", f"must be in [0, optim.epochs={o.epochs}], got {o.warmup_epochs}")
-    if o.base_lr <= 0 or (o.lr is not None and o.lr <= 0):
-        bad("optim.base_lr/optim.lr", "learning rates must be positive")
-    if o.min_lr < 0 or o.weight_decay < 0:
-        bad("optim.min_lr/optim.weight_decay", "must be >= 0")
+    for key in ("base_lr", "lr"):
+        value = getattr(o, key)
+        if value is not None and value <= 0:
+            bad(f"optim.{key}", f"learning rates must be positive, got {value}")
+    for key in ("min_lr", "warmup_lr", "weight_decay", "weight_decay_end"):
+        value = getattr(o, key)
+        if value is not None and value < 0:
+            bad(f"optim.{key}", f"must be >= 0, got {value}")
     if len(o.betas) != 2 or not all(0 <= b < 1 for b in o.betas):
         bad("optim.betas", f"must be two values in [0, 1), got {o.betas}")
     if o.eps <= 0:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from video_mcmae.config import ConfigError, load_config
+from video_mcmae.data.lists import DataListError
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine.finetune import run_finetune
 from video_mcmae.weights import consolidated_state_dict
@@ -63,3 +64,14 @@ def test_linear_probe_trains_only_the_head(tmp_path, synthetic_root, one_rank):
 def test_eval_needs_weights(tmp_path, synthetic_root):
     with pytest.raises(ConfigError, match="--eval needs weights"):
         run_finetune(_cfg(synthetic_root, tmp_path), eval_only=True)
+
+
+def test_a_validation_set_without_a_readable_video_is_refused_at_start_up(tmp_path, synthetic_root, one_rank):
+    for name in ("a.webm", "b.webm"):
+        (tmp_path / name).write_bytes(b"\x1aE\xdf\xa3 not a video")
+    (tmp_path / "val.csv").write_text(f"{tmp_path / 'a.webm'} 0\n{tmp_path / 'b.webm'} 1\n")
+    out = tmp_path / "run"
+    with pytest.raises(DataListError, match=rf"the validation list {tmp_path / 'val.csv'} has no readable video "
+                                            r"\(all 2 are unreadable"):
+        run_finetune(_cfg(synthetic_root, out, f"data.val_list={tmp_path / 'val.csv'}"))
+    assert not (out / "best").exists() and not list(out.glob("epoch-*"))

@@ -17,7 +17,8 @@ from torch.utils.data import DataLoader
 
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
-from video_mcmae.data.datasets import build_dataset
+from video_mcmae.data.datasets import Loader, build_dataset
+from video_mcmae.data.lists import DataListError
 from video_mcmae.data.samplers import StridedShardSampler
 from video_mcmae.data.transforms import VideoMixup, build_mixup
 from video_mcmae.engine import checkpoint as ckpt
@@ -28,14 +29,20 @@ from video_mcmae.engine.trainer import (
     train_loader,
 )
 from video_mcmae.models import build_model, is_pretraining, load_pretrained
-from video_mcmae.weights import read_weights
+from video_mcmae.weights import Weights, read_weights
 
 
-def val_loader(cfg: Config, rank: int, world_size: int) -> DataLoader:
+def val_loader(cfg: Config, rank: int, world_size: int) -> Loader:
+    """The validation set's loader; a set without a readable video is refused (every rank alike)."""
     dataset = build_dataset(cfg, "val")
+    if len(dataset) == 0:
+        raise DataListError(
+            f"the validation list {cfg.data.val_list} has no readable video (all {len(dataset.samples)} are "
+            "unreadable, each logged above with its reason): validation would measure nothing. Fix the "
+            "files, or give data.val_list a list with readable videos (tools/check_data_list.py writes one)")
     sampler = StridedShardSampler(dataset, rank, world_size)
-    return DataLoader(dataset, batch_size=cfg.test.batch_size, sampler=sampler,
-                      num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and torch.cuda.is_available())
+    return Loader(dataset, batch_size=cfg.test.batch_size, sampler=sampler,
+                  num_workers=cfg.data.num_workers, pin_memory=cfg.data.pin_memory and torch.cuda.is_available())
 
 
 @torch.no_grad()
@@ -60,14 +67,40 @@ def evaluate(engine, loader: DataLoader, topk: List[int], num_classes: int) -> D
     return out
 
 
-def load_initial_weights(model: nn.Module, path: str, logger) -> None:
+def _misfit(path: str, weights: Weights, model: nn.Module, cfg: Config, error: ValueError) -> ckpt.CheckpointError:
+    """`--finetune` weights that `load_pretrained` refused, said in terms of the config."""
+    target = model.state_dict()
+    differ = [k for k, v in weights.state_dict.items() if k in target and v.shape != target[k].shape]
+    saved_as = f" (saved as {weights.preset})" if weights.preset else ""
+    if differ and all(k.startswith("head.") for k in differ):
+        head = weights.state_dict.get("head.weight")
+        classes = f"{head.shape[0]} classes" if head is not None and head.dim() == 2 else "another head"
+        return ckpt.CheckpointError(
+            f"--finetune {path}{saved_as} has a classifier head for {classes} but model.num_classes="
+            f"{cfg.model.num_classes}: set --opt model.num_classes to the checkpoint's, or finetune from "
+            "the pretraining weights (the head is then new)")
+    if differ:
+        k = differ[0]
+        why = (f"{len(differ)} tensors differ in shape, e.g. '{k}': checkpoint {tuple(weights.state_dict[k].shape)} "
+               f"vs model {tuple(target[k].shape)}")
+    else:
+        why = str(error)
+    return ckpt.CheckpointError(
+        f"--finetune {path}{saved_as} does not fit model.name={cfg.model.name} ({why}): give weights of "
+        "this preset, or set model.name (and its shapes) to the preset the weights were trained as")
+
+
+def load_initial_weights(model: nn.Module, path: str, cfg: Config, logger) -> None:
     """`--finetune`: a pretraining (or finetuning) DeepSpeed checkpoint, exported weights or a
     weights-only .pth; the models' `load_pretrained` filters keys and resizes position tables."""
     try:
         weights = read_weights(path)
     except FileNotFoundError:
         raise ckpt.CheckpointError(f"--finetune {path!r} not found; give a checkpoint folder, .safetensors or .pth") from None
-    report = load_pretrained(model, weights.state_dict)
+    try:
+        report = load_pretrained(model, weights.state_dict)
+    except ValueError as e:
+        raise _misfit(path, weights, model, cfg, e) from None
     logger.info(f"loaded initial weights from {path}:\n{report}")
 
 
@@ -131,7 +164,7 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
             _, loader, steps = train_loader(run, "train")
         model = build_model(cfg.model, linprobe=linprobe)
         if finetune and run.resume_path is None:
-            load_initial_weights(model, finetune, run.logger)
+            load_initial_weights(model, finetune, cfg, run.logger)
         if linprobe:  # train only the head (BatchNorm + linear) on the frozen encoder
             for name, p in model.named_parameters():
                 p.requires_grad = name.startswith("head.")
