@@ -23,6 +23,7 @@ import argparse
 import itertools
 import json
 import resource
+import sys
 import time
 from pathlib import Path
 from typing import Callable, List, Optional, Sequence
@@ -32,6 +33,7 @@ import torch.nn.functional as F
 
 import timm
 
+from video_mcmae.cli import run_cli
 from video_mcmae.models import PRESETS, dwconv, is_pretraining
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -262,4 +264,4 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

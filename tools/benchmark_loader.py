@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 from video_mcmae import synthetic
+from video_mcmae.cli import run_cli
 from video_mcmae.config import Config
 from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
 
@@ -100,4 +101,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

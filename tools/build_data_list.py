@@ -19,6 +19,7 @@ import re
 import sys
 from typing import List, Optional, Sequence, Tuple
 
+from video_mcmae.cli import run_cli
 from video_mcmae.data.lists import DataListError, read_class_names, write_class_names, write_list
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
@@ -143,4 +144,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

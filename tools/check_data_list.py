@@ -12,7 +12,8 @@ import argparse
 import os
 import sys
 
-from video_mcmae.data.lists import DataListError, read_list, write_list
+from video_mcmae.cli import run_cli
+from video_mcmae.data.lists import read_list, write_list
 from video_mcmae.data.readers import BACKENDS, scan_videos
 
 
@@ -48,14 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        clean, quarantine, num_bad = check_list(args.list, args.data_root, args.out_dir, args.backend,
-                                                args.workers, args.num_classes, not args.no_progress)
-    except DataListError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _check(args))
+
+
+def _check(args: argparse.Namespace) -> None:
+    clean, quarantine, num_bad = check_list(args.list, args.data_root, args.out_dir, args.backend,
+                                            args.workers, args.num_classes, not args.no_progress)
     print(f"{num_bad} unreadable video(s) -> {quarantine}\nclean list -> {clean}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ and the visible-only ("sparse") path. Classifiers are counted in their finetunin
         --frames 16 --img-size 224
 """
 import argparse
+import sys
 import warnings
 
 import timm
@@ -15,6 +16,7 @@ import torch
 from fvcore.nn import FlopCountAnalysis
 from fvcore.nn.jit_handles import get_shape
 
+from video_mcmae.cli import run_cli
 from video_mcmae.models import PRESETS, is_pretraining  # also registers the presets
 
 DEFAULT_PRESETS = ("videoconvmae_base_patch16", "videoconvmae_base_msd_patch16", "videoconvvit_base_patch16")
@@ -81,4 +83,4 @@ def main(argv=None) -> list:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(main))

@@ -31,6 +31,7 @@ from typing import Dict, List, Optional
 try:
     import torch
 
+    from video_mcmae.cli import run_cli
     from video_mcmae.data.lists import read_list
     from video_mcmae.engine.distributed import free_port
 except ModuleNotFoundError as err:
@@ -271,4 +272,4 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

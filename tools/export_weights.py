@@ -10,7 +10,8 @@ or pass the .safetensors to `tools/run_finetune.py --finetune`.
 import argparse
 import sys
 
-from video_mcmae.engine.checkpoint import CheckpointError, export_weights
+from video_mcmae.cli import run_cli
+from video_mcmae.engine.checkpoint import export_weights
 
 
 def main(argv=None) -> int:
@@ -19,13 +20,12 @@ def main(argv=None) -> int:
     parser.add_argument("out", help="output path without extension (.safetensors and .json are written)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     args = parser.parse_args(argv)
-    try:
-        sf_path, json_path = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
-    except CheckpointError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _export(args))
+
+
+def _export(args: argparse.Namespace) -> None:
+    sf_path, json_path = export_weights(args.checkpoint, args.out, overwrite=args.overwrite)
     print(f"wrote {sf_path}\nwrote {json_path}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from video_mcmae import synthetic
+from video_mcmae.cli import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -34,15 +35,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        ds = synthetic.make_dataset(
-            args.out_dir, num_classes=args.num_classes,
-            videos_per_class={"train": args.train, "val": args.val, "test": args.test},
-            num_frames=args.frames, fps=args.fps, height=args.height, width=args.width, seed=args.seed,
-            layouts=args.layouts, workers=args.workers, overwrite=args.overwrite)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    # make_dataset says what is wrong with its arguments in a ValueError
+    return run_cli(lambda: _make(args), rank_errors=(ValueError,))
+
+
+def _make(args: argparse.Namespace) -> None:
+    ds = synthetic.make_dataset(
+        args.out_dir, num_classes=args.num_classes,
+        videos_per_class={"train": args.train, "val": args.val, "test": args.test},
+        num_frames=args.frames, fps=args.fps, height=args.height, width=args.width, seed=args.seed,
+        layouts=args.layouts, workers=args.workers, overwrite=args.overwrite)
     print(f"wrote {ds.num_videos} videos x {len(ds.layouts)} layout(s) ({ds.num_frames} frames, "
           f"{ds.height}x{ds.width}, {len(ds.class_names)} classes) in {ds.seconds:.1f} s")
     for layout in ds.layouts:
@@ -51,7 +53,6 @@ def main(argv=None) -> int:
         for split in synthetic.SPLITS:
             print(f"  {split:5s} {ds.list_path(layout, split)}")
     print(f"metadata {ds.root / 'meta.json'}")
-    return 0
 
 
 if __name__ == "__main__":

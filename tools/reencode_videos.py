@@ -19,7 +19,8 @@ from typing import List, Optional, Tuple
 import av
 from tqdm import tqdm
 
-from video_mcmae.data.lists import DataListError, read_list
+from video_mcmae.cli import run_cli
+from video_mcmae.data.lists import read_list
 
 VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
 
@@ -107,11 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        pairs = find_inputs(args.input_dir, args.list, args.data_root)
-    except DataListError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    return run_cli(lambda: _reencode(args))
+
+
+def _reencode(args: argparse.Namespace) -> int:
+    """1 when some video failed (each is listed on stderr), else 0."""
+    pairs = find_inputs(args.input_dir, args.list, args.data_root)
     jobs = [(src, os.path.join(args.out_dir, os.path.splitext(rel)[0] + ".mp4"), args.short_side, args.crf, args.preset)
             for src, rel in pairs]
     counts = {"done": 0, "skipped": 0, "failed": 0}

@@ -34,6 +34,7 @@ from PIL import Image, ImageDraw
 
 from video_mcmae import api
 from video_mcmae.api import IMAGE_EXTENSIONS, ApiError, input_geometry
+from video_mcmae.cli import run_cli
 from video_mcmae.data.lists import DataListError
 from video_mcmae.data.readers import VideoReadError, open_video
 from video_mcmae.models import draw_mask
@@ -231,4 +232,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_cli(main))

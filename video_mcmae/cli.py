@@ -1,42 +1,120 @@
-"""How the command-line tools end: a user error becomes one `error: ...` line and an exit status.
+"""How the command-line tools end: the one exception boundary of every tool in tools/.
 
-Exit status: 0 done; 2 a user-fixable error (config, path, data list, checkpoint, unreadable
-training data; the message names the fix); 3 the training loss became NaN/inf.
+Exit status: 0 done (or the status the tool's body returns); 2 a user-fixable error, printed as
+one `error: <what> (<file>): <fix>` line on stderr (config, path, data list, weights or
+checkpoint file, unreadable videos, a full or read-only disk, a file where a folder belongs);
+3 the training loss became NaN/inf. Anything else is a bug: it propagates with its traceback,
+which ends with a note saying so. The library (`video_mcmae.api` and the rest) raises typed
+errors and prints nothing.
 """
 from __future__ import annotations
 
+import errno
+import pickle
+import sys
 from typing import Any, Callable, Tuple, Type
 
+from safetensors import SafetensorError
+
+from video_mcmae.api import ApiError
 from video_mcmae.config import ConfigError
 from video_mcmae.data.datasets import TooManyBadFilesError
 from video_mcmae.data.lists import DataListError
+from video_mcmae.data.readers import VideoReadError
 from video_mcmae.engine import distributed
 from video_mcmae.engine.trainer import NonFiniteLossError
 from video_mcmae.weights import CheckpointError
 
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    ConfigError, CheckpointError, DataListError, TooManyBadFilesError, FileNotFoundError,
+    ConfigError, CheckpointError, DataListError, TooManyBadFilesError, VideoReadError, ApiError,
+    OSError, UnicodeDecodeError, SafetensorError, pickle.UnpicklingError,
 )
 NON_FINITE_LOSS_STATUS = 3
+BUG_NOTE = "this is a bug in video_mcmae; please report it with the traceback above"
+
+_OUTPUT_FIX = "free space, or write to another disk (--output_dir / run.output_dir / --out)"
+_OS_FIXES = {
+    errno.ENOSPC: "the disk is full: " + _OUTPUT_FIX,
+    errno.EDQUOT: "the disk quota is used up: " + _OUTPUT_FIX,
+    errno.EROFS: "the file system is read-only: write to a writable folder (--output_dir / run.output_dir / --out)",
+    errno.EACCES: "use a path you may write (or read), or change its permissions",
+    errno.EPERM: "use a path you may write (or read), or change its permissions",
+    errno.EEXIST: "a file is where a folder is needed: remove it, or choose another output path",
+    errno.ENOTDIR: "a file is where a folder is needed: remove it, or choose another output path",
+    errno.EISDIR: "a folder is where a file is needed: give the path of a file",
+    errno.ENOENT: "check the path",
+}
+
+
+def _first_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _torch_file_error(e: RuntimeError) -> str:
+    """The message for torch's archive reader/writer failures ('' for other RuntimeErrors): they
+    are RuntimeErrors that name neither the file nor the cause, e.g. '[enforce fail at
+    inline_container.cc:672] . unexpected pos 576 vs 534' for a full disk."""
+    text = _first_line(str(e))
+    if "PytorchStreamReader" in text:
+        return f"cannot read a torch file ({text}): the file is incomplete or not a torch file; use a complete copy"
+    if "inline_container" in text or "PytorchStreamWriter" in text:
+        detail = text.split("] . ", 1)[-1]
+        return f"cannot write a torch file ({detail}): the disk is full or read-only; {_OUTPUT_FIX}"
+    return ""
+
+
+def message(e: BaseException) -> str:
+    """The `error:` line's text for a user error (see the module docstring)."""
+    if isinstance(e, UnicodeDecodeError):
+        return (f"a text file is not UTF-8 (byte {e.object[e.start:e.start + 1]!r} at offset {e.start}): "
+                "save it as UTF-8")
+    if isinstance(e, SafetensorError):
+        verb = "write" if "serializing" in str(e) and "deserializing" not in str(e) else "read"
+        fix = _OUTPUT_FIX if verb == "write" else "is the file complete? export or download it again"
+        return f"cannot {verb} a .safetensors file ({_first_line(str(e))}): {fix}"
+    if isinstance(e, pickle.UnpicklingError):
+        return (f"cannot read a pickle file ({_first_line(str(e))}): it is damaged or not a torch file; "
+                "give the weights as .safetensors or a weights-only .pth")
+    if isinstance(e, VideoReadError):
+        return f"{e}: replace the file, or check the list with tools/check_data_list.py (it writes a clean list)"
+    if isinstance(e, OSError) and e.errno is not None:
+        files = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+        what = e.strerror or str(e)
+        fix = _OS_FIXES.get(e.errno, "check the path and the disk")
+        return f"{what} ({files}): {fix}" if files else f"{what}: {fix}"
+    return str(e)
 
 
 def run_cli(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...] = ()) -> int:
-    """Run a tool's `body` and return its exit status; the process group is destroyed either way.
+    """Run a tool's `body` and return its exit status (body's own when it returns an int); the
+    process group is destroyed either way.
 
     `USER_ERRORS` and `NonFiniteLossError` happen on every rank alike, so only the main rank
     prints them. `rank_errors` are the caller's own user errors that one rank may raise alone
     (exit status 2): the rank that raised one prints it.
     """
     try:
-        body()
-    except USER_ERRORS + rank_errors as e:
+        result = body()
+    except rank_errors + USER_ERRORS as e:
         if distributed.is_main() or isinstance(e, rank_errors):
-            print(f"error: {e}", flush=True)
+            print(f"error: {message(e)}", file=sys.stderr, flush=True)
         return 2
     except NonFiniteLossError as e:
         if distributed.is_main():
-            print(f"error: {e}", flush=True)
+            print(f"error: {e}", file=sys.stderr, flush=True)
         return NON_FINITE_LOSS_STATUS
+    except RuntimeError as e:
+        text = _torch_file_error(e)
+        if not text:
+            e.add_note(BUG_NOTE)
+            raise
+        if distributed.is_main():
+            print(f"error: {text}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as e:
+        e.add_note(BUG_NOTE)
+        raise
     finally:
         distributed.destroy()
-    return 0
+    return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -74,4 +74,4 @@ def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synt
 
     # a new (not resumed) run into the same folder refuses instead of overwriting
     again = subprocess.run(_cmd(out, synthetic_root), env=child_env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 2 and "already holds checkpoints" in again.stdout
+    assert again.returncode == 2 and "already holds checkpoints" in again.stderr

@@ -140,18 +140,18 @@ def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, resto
     (tmp / "cut").mkdir()
     torch.save(shard, tmp / "cut" / "shard-00000-of-00001.pt")
     assert merge_cli(["--shards", str(tmp / "cut")]) == 2
-    assert "missing (t=0, s=1)" in capsys.readouterr().out
+    assert "missing (t=0, s=1)" in capsys.readouterr().err
 
 
 def test_user_errors_are_one_line(setup, restore_env, capsys):
     tmp, _ = setup
     base = ["--config", str(tmp / "test.yaml"), "--output_dir", str(tmp / "err")]
     assert run_test_cli(base + ["--checkpoint", str(tmp / "nope.safetensors")]) == 2
-    assert "exported weights need" in capsys.readouterr().out
+    assert "exported weights need" in capsys.readouterr().err
     assert run_test_cli(base + ["--checkpoint", str(tmp / "tiny.safetensors"), "--opt", "model.num_frames=16"]) == 2
-    assert "trained with model.num_frames=8 but the config says 16" in capsys.readouterr().out
+    assert "trained with model.num_frames=8 but the config says 16" in capsys.readouterr().err
     assert merge_cli(["--shards", str(tmp / "no_such_dir")]) == 2
-    assert "shard directory not found" in capsys.readouterr().out
+    assert "shard directory not found" in capsys.readouterr().err
 
 
 def test_deepspeed_checkpoint_folders(setup, tmp_path):
