@@ -427,13 +427,18 @@ def plot(summary: dict, path: str) -> None:
     x = np.arange(len(EVALS))
     for offset, init, colour in ((-0.2, "pretrained", "tab:blue"), (0.2, "random", "tab:gray")):
         rows = [summary["downstream"][k][init] for k in EVALS]
-        ax.bar(x + offset, [r["mean"] for r in rows], 0.4, yerr=[r["std"] for r in rows], capsize=4,
-               color=colour, label=f"{init} init")
+        bars = ax.bar(x + offset, [r["mean"] for r in rows], 0.4, yerr=[r["std"] for r in rows], capsize=4,
+                      color=colour, label=f"{init} init")
+        ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
     ax.axhline(summary["chance"], color="tab:red", ls="--", label="chance")
     ax.set_xticks(x, [EVAL_TITLES[k] for k in EVALS], fontsize=8)
     ax.set(ylabel="test top-1 % (mean ± std over seeds)", ylim=(0, 100),
            title=f"held-out clips, seeds {summary['setup']['seeds']}")
     ax.legend(fontsize=7)
+    s = summary["setup"]
+    fig.suptitle(f"eval_ssl: {s['train_clips']} train / {s['test_clips']} test clips of {s['clip']}, "
+                 f"{s['few_labels']} labels for finetuning, seeds {s['seeds']}; {s['machine']}, "
+                 f"{summary['seconds'] / 60:.1f} min", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
 
