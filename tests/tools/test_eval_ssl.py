@@ -102,3 +102,9 @@ def test_knn_and_probe_on_separable_features(tool):
     assert tool.linear_probe(f, y, f, y, 4, seed=0) == 1.0
     few = tool.few_labels(y, 0.2, 4, seed=0)
     assert torch.bincount(y[few], minlength=4).tolist() == [2, 2, 2, 2]
+
+
+def test_model_kwargs_the_preset_rejects_are_a_config_error(tool, tmp_path):
+    args = tool.parse_args(["--quick", "--out", str(tmp_path), "--model-kwargs", '{"bogus": 1}'])
+    with pytest.raises(tool.ConfigError, match="--preset/--model-kwargs.*bogus"):
+        tool.run(args)
