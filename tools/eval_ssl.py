@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--eval-clips", type=int, default=128, help="test clips (fixed masks) for the loss curve")
     e = p.add_argument_group("downstream")
     e.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    e.add_argument("--frozen-pool", choices=("mean", "time"), default="mean",
+                   help="features for k-NN and the probe: mean of all stage-3 tokens (the classifier's own); "
+                        "time: mean over space per time step, concatenated")
     e.add_argument("--knn-k", type=int, default=20)
     e.add_argument("--ft-fraction", type=float, default=0.1, help="fraction of the train labels for finetuning")
     e.add_argument("--ft-epochs", type=int, default=20)
@@ -273,10 +276,20 @@ def classifier(args, seed: int, encoder_state: dict = None):
 
 
 @torch.no_grad()
-def features(model, x: torch.Tensor) -> torch.Tensor:
-    """Frozen features: the classifier's own pooled output (stage-3 token mean, then fc_norm)."""
+def features(model, x: torch.Tensor, pool: str = "mean") -> torch.Tensor:
+    """Frozen features. ``mean``: the classifier's own pooled output (the mean of the stage-3 tokens,
+    then fc_norm); ``time``: the stage-3 tokens averaged over space only, one vector per time step,
+    concatenated and layer-normalised (a mean over time cannot tell a motion from its reverse)."""
     model.eval()
-    return torch.cat([model.forward_features(x[b])["pooled"] for b in batches(len(x), 32)])
+    out = []
+    for b in batches(len(x), 32):
+        f = model.forward_features(x[b])
+        if pool == "mean":
+            out.append(f["pooled"])
+        else:
+            timed = f["stage3"].flatten(3).mean(-1).transpose(1, 2).flatten(1)  # (B, T' * C)
+            out.append(F.layer_norm(timed, timed.shape[-1:]))
+    return torch.cat(out)
 
 
 def knn_accuracy(train_f, train_y, test_f, test_y, k: int, classes: int, temperature: float = 0.07) -> float:
@@ -375,7 +388,8 @@ def summarise(args, pt: dict, accuracies: Dict[str, Dict[str, List[float]]], sec
         setup=dict(machine=f"{os.cpu_count()} CPU cores, {args.threads} torch threads",
                    train_clips=args.train_per_class * args.classes, test_clips=args.test_per_class * args.classes,
                    clip=f"{args.frames}x{args.size}x{args.size}", seeds=list(args.seeds),
-                   few_labels=max(1, round(args.ft_fraction * args.train_per_class)) * args.classes),
+                   few_labels=max(1, round(args.ft_fraction * args.train_per_class)) * args.classes,
+                   frozen_pool=args.frozen_pool),
         args=dict(vars(args)), seconds=seconds)
 
 
@@ -384,7 +398,8 @@ def markdown_table(summary: dict) -> str:
     mark = {True: "met", False: "**missed**"}
     lines = [
         f"Setup: {s['machine']}; {s['train_clips']} train / {s['test_clips']} test clips of {s['clip']}; "
-        f"downstream seeds {s['seeds']}; few-label finetuning on {s['few_labels']} labels; "
+        f"downstream seeds {s['seeds']}; frozen features pooled by {s['frozen_pool']}; "
+        f"few-label finetuning on {s['few_labels']} labels; "
         f"chance {summary['chance']:.1f}%; {summary['seconds'] / 60:.1f} min in all.",
         "",
         "| pretext (test clips, fixed masks) | loss |",
@@ -477,7 +492,7 @@ def _run(args: argparse.Namespace) -> dict:
         for init in INITS:
             for seed in args.seeds:
                 model = classifier(args, seed, encoder if init == "pretrained" else None)
-                train_f, test_f = features(model, train_x), features(model, test_x)
+                train_f, test_f = (features(model, x, args.frozen_pool) for x in (train_x, test_x))
                 accuracies["knn"][init].append(knn_accuracy(train_f, train_y, test_f, test_y, args.knn_k, args.classes))
                 accuracies["linprobe"][init].append(linear_probe(train_f, train_y, test_f, test_y, args.classes, seed))
                 few = few_labels(train_y, args.ft_fraction, args.classes, seed)

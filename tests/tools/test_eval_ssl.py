@@ -108,3 +108,15 @@ def test_model_kwargs_the_preset_rejects_are_a_config_error(tool, tmp_path):
     args = tool.parse_args(["--quick", "--out", str(tmp_path), "--model-kwargs", '{"bogus": 1}'])
     with pytest.raises(tool.ConfigError, match="--preset/--model-kwargs.*bogus"):
         tool.run(args)
+
+
+def test_time_pooled_features_keep_one_vector_per_time_step(tool):
+    args = tool.parse_args(["--quick"])
+    model = tool.classifier(args, seed=0)
+    x = torch.randn(2, 3, args.frames, args.size, args.size)
+    mean, timed = tool.features(model, x, "mean"), tool.features(model, x, "time")
+    steps = model.grid_size[0]
+    assert mean.shape == (2, model.embed_dim) and timed.shape == (2, steps * model.embed_dim)
+    # each time step's block is layer-normalised together with the others, not averaged away
+    assert torch.allclose(timed.mean(-1), torch.zeros(2), atol=1e-5)
+    assert not torch.allclose(timed.view(2, steps, -1)[:, 0], timed.view(2, steps, -1)[:, -1])
