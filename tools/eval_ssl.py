@@ -43,8 +43,8 @@ from video_mcmae.config import ConfigError
 from video_mcmae.engine.optim import param_groups
 from video_mcmae.engine.schedule import CosineSchedule, Schedules
 from video_mcmae.models import load_pretrained
-from video_mcmae.synthetic import class_names, render_video, sample_params, video_rng
-from video_mcmae.synthetic.scenes import SceneStyle, render_scene, sample_scene
+from video_mcmae.synthetic import SHAPES, TEXTURES, class_names, render_video, sample_params, video_rng
+from video_mcmae.synthetic.scenes import FILLS, SCENE_BACKGROUNDS, SceneStyle, render_scene, sample_scene
 
 EVALS = ("knn", "linprobe", "finetune")
 EVAL_TITLES = {"knn": "k-NN (frozen)", "linprobe": "linear probe (frozen)", "finetune": "few-label finetune"}
@@ -85,8 +85,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-frequency", type=int, default=defaults.max_frequency, help="most wave periods per frame")
     s.add_argument("--contrast", type=float, default=defaults.contrast, help="background wave amplitude, 0..1")
     s.add_argument("--camera", type=float, default=defaults.camera, help="largest pan, fraction of the frame")
+    s.add_argument("--background", choices=SCENE_BACKGROUNDS, default=defaults.background,
+                   help="waves: plane waves on the torus; ramp: one linear ramp")
     s.add_argument("--object-scale", type=float, default=defaults.object_scale, help="object size factor")
-    s.add_argument("--texture", default=defaults.texture, help="force one object texture (solid/stripes/checker)")
+    s.add_argument("--travel-scale", type=float, default=defaults.travel_scale, help="class travel factor")
+    s.add_argument("--shape", choices=SHAPES, default=defaults.shape, help="force one object shape")
+    s.add_argument("--texture", choices=TEXTURES, default=defaults.texture, help="force one object texture")
+    s.add_argument("--fill", choices=FILLS, default=defaults.fill,
+                   help="texture: the object's texture; ramp: a linear colour ramp across each object")
+    s.add_argument("--fill-amplitude", type=float, default=defaults.fill_amplitude, help="ramp fill strength, 0..1")
     m = p.add_argument_group("model and pretext")
     m.add_argument("--preset", default="tiny", help="videoconvmae_<preset>_patch16 / videoconvvit_<preset>_patch16")
     m.add_argument("--model-kwargs", default="{}",
@@ -145,6 +152,10 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 < args.ft_fraction <= 1:
         parser.error("--ft-fraction must be in (0, 1]")
+    try:
+        scene_style(args)
+    except ValueError as e:
+        parser.error(f"{e} (the scene options: --min-objects, --camera, ...)")
     return args
 
 
@@ -154,7 +165,9 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
 def scene_style(args: argparse.Namespace) -> SceneStyle:
     return SceneStyle(min_objects=args.min_objects, max_objects=args.max_objects, num_waves=args.waves,
                       max_frequency=args.max_frequency, contrast=args.contrast, camera=args.camera,
-                      object_scale=args.object_scale, texture=args.texture)
+                      object_scale=args.object_scale, travel_scale=args.travel_scale, shape=args.shape,
+                      texture=args.texture, fill=args.fill, fill_amplitude=args.fill_amplitude,
+                      background=args.background)
 
 
 def render_split(args: argparse.Namespace, split: str, per_class: int) -> tuple:
@@ -174,7 +187,7 @@ def render_split(args: argparse.Namespace, split: str, per_class: int) -> tuple:
 
 
 def to_input(clips: np.ndarray) -> torch.Tensor:
-    """uint8 ``(N, T, H, W, 3)`` -> ImageNet-normalised float ``(N, 3, T, H, W)`` (the models' default data_mean/std)."""
+    """uint8 ``(N, T, H, W, 3)`` -> ImageNet-normalised ``(N, 3, T, H, W)`` (the models' default data_mean/std)."""
     x = torch.from_numpy(clips).float().div_(255).permute(0, 4, 1, 2, 3)
     mean = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1)
     std = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1)

@@ -1,6 +1,8 @@
 """The cluttered scenes of the self-supervised evaluation: deterministic, the label symmetries of
 single videos, the class's motion survives the camera, and far fewer flat cubes than the demo's videos."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -21,17 +23,24 @@ def test_render_is_deterministic_and_seed_dependent():
     assert not np.array_equal(a, render_scene(scene("moving_left", 4)))
 
 
+# The default clutter, and large ramp-filled squares over a ramp background.
+STYLES = [SceneStyle(), SceneStyle(shape="square", fill="ramp", background="ramp", object_scale=1.5,
+                                   travel_scale=0.4, camera=0.2)]
+
+
+@pytest.mark.parametrize("style", STYLES, ids=["waves", "ramps"])
 @pytest.mark.parametrize("name", syn.CLASS_NAMES)
-def test_time_reversed_scene_renders_the_reversed_video(name):
-    s = scene(name, 1)
+def test_time_reversed_scene_renders_the_reversed_video(name, style):
+    s = scene(name, 1, style)
     reverse = time_reverse_scene(s)
     assert reverse.class_name == syn.time_reverse_class(name)
     assert np.array_equal(render_scene(reverse), render_scene(s)[::-1])
 
 
+@pytest.mark.parametrize("style", STYLES, ids=["waves", "ramps"])
 @pytest.mark.parametrize("name", syn.CLASS_NAMES)
-def test_flipped_scene_renders_the_mirrored_video(name):
-    s = scene(name, 2)
+def test_flipped_scene_renders_the_mirrored_video(name, style):
+    s = scene(name, 2, style)
     flipped = hflip_scene(s)
     assert flipped.class_name == syn.hflip_class(name)
     diff = np.abs(render_scene(flipped).astype(int) - render_scene(s)[:, :, ::-1].astype(int))
@@ -59,12 +68,28 @@ def test_the_class_direction_survives_the_largest_camera_pan(name, sign):
 
 
 def test_objects_follow_the_style():
-    style = SceneStyle(min_objects=2, max_objects=2, object_scale=0.5, texture="checker")
+    style = SceneStyle(min_objects=2, max_objects=2, object_scale=0.5, texture="checker", shape="ell", camera=0)
     for index in range(5):
         s = scene("moving_up", index, style)
-        assert len(s.objects) == 2
-        assert all(o.texture == "checker" and o.radius <= 0.5 * 0.25 * 64 + 1e-9 for o in s.objects)
-        assert all(o.travel[1] < 0 for o in s.objects)
+        assert len(s.objects) == 2 and s.fills == (None, None)
+        assert all(o.texture == "checker" and o.shape == "ell" for o in s.objects)
+        assert all(o.radius <= 0.5 * 0.25 * 64 + 1e-9 for o in s.objects)
+        assert all(-64 <= o.travel[1] <= -0.6 * 64 for o in s.objects)
+    slow = scene("moving_up", 0, SceneStyle(travel_scale=0.25, camera=0))
+    assert all(-16 <= o.travel[1] <= -0.6 * 16 for o in slow.objects)
+
+
+def test_ramp_fill_varies_inside_the_object_and_ramp_background_is_linear():
+    style = SceneStyle(max_objects=1, shape="square", fill="ramp", fill_amplitude=0.3, background="ramp",
+                       contrast=0.5, camera=0, texture="solid")
+    s = scene("moving_left", 0, style)
+    solid = render_scene(dataclasses.replace(s, fills=(None,)))
+    ramped = render_scene(s)
+    inside = np.abs(ramped.astype(int) - solid.astype(int)).max(-1) > 0
+    assert 0.05 < inside.mean() < 0.5  # only the object changes, and it does
+    background = background_frames(s, time_axis(s.num_frames))[0, :, :, 0]
+    rows = np.diff(background, axis=1)  # a linear ramp: constant steps along x
+    assert np.allclose(rows, rows[0, 0], atol=1e-5) or np.ptp(background) < 1e-6
 
 
 def flat_cube_fraction(video):
@@ -87,7 +112,9 @@ def test_scenes_have_structure_where_the_demo_videos_are_flat():
 
 
 @pytest.mark.parametrize("field,value", [("camera", 0.6), ("contrast", 1.5), ("min_objects", 0),
-                                         ("max_frequency", 0), ("texture", "dots"), ("object_scale", 0.0)])
+                                         ("max_frequency", 0), ("texture", "dots"), ("object_scale", 0.0),
+                                         ("shape", "star"), ("fill", "dots"), ("fill_amplitude", 2.0),
+                                         ("background", "noise"), ("travel_scale", 0.0)])
 def test_bad_style_is_named(field, value):
     with pytest.raises(ValueError, match=f"scene {field}="):
         SceneStyle(**{field: value})

@@ -70,6 +70,7 @@ def test_quick_changes_defaults_but_explicit_flags_win(tool):
     (["--model-kwargs", "[1]"], "--model-kwargs must be a JSON object"),
     (["--ft-fraction", "0"], "--ft-fraction must be in"),
     (["--seeds"], "--seeds"),
+    (["--camera", "0.7"], "scene camera=0.7"),
 ])
 def test_bad_arguments_are_named(tool, argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:

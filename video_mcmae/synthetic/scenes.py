@@ -27,10 +27,14 @@ import numpy as np
 
 from .classes import check_class, hflip_class, time_reverse_class
 from .params import check_geometry, hflip_params, sample_params, time_reverse_params
-from .render import TEXTURES, VideoParams, composite, hsv_to_rgb, object_layer, time_axis
+from .render import SHAPES, TEXTURES, VideoParams, composite, hsv_to_rgb, object_layer, object_pose, time_axis
 
 # A wave: (periods across x, periods across y, phase, weight).
 Wave = Tuple[int, int, float, float]
+# A ramp fill: (direction in the object's own frame, radians; per-channel slope).
+Ramp = Tuple[float, Tuple[float, float, float]]
+FILLS: Tuple[str, ...] = ("texture", "ramp")
+SCENE_BACKGROUNDS: Tuple[str, ...] = ("waves", "ramp")
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,12 @@ class SceneStyle:
     contrast: float = 1.0  # background wave amplitude, 1 = the full range between its two colours
     camera: float = 0.25  # the largest pan over the video, as a fraction of the frame size
     object_scale: float = 0.8  # object radius relative to ``sample_params``'s (13-25% of the frame)
+    travel_scale: float = 1.0  # the class's travel relative to ``sample_params``'s (60-100% of the frame)
+    shape: Optional[str] = None  # force one object shape; None keeps each object's drawn one
     texture: Optional[str] = None  # force one object texture; None keeps each object's drawn one
+    fill: str = "texture"  # texture: the object's texture; ramp: a linear colour ramp across the object
+    fill_amplitude: float = 0.3  # ramp fill: the colour change from the object's centre to its edge
+    background: str = "waves"  # waves: plane waves on the torus; ramp: one linear ramp across the frame
 
     def __post_init__(self):
         def bad(name, need):
@@ -58,13 +67,24 @@ class SceneStyle:
             bad("max_frequency", "an integer >= 1")
         if not 0.0 <= self.contrast <= 1.0:
             bad("contrast", "a number from 0 to 1")
+        if not self.travel_scale > 0:
+            bad("travel_scale", "a number > 0")
         # Keep the pan below the smallest class travel so the class's direction survives it.
-        if not 0.0 <= self.camera < 0.6:
-            bad("camera", "a fraction from 0 to below 0.6 (the smallest class travel)")
+        if not 0.0 <= self.camera < 0.6 * self.travel_scale:
+            bad("camera", f"a fraction from 0 to below {0.6 * self.travel_scale:g} (the smallest class travel, "
+                          "0.6 x travel_scale)")
         if not self.object_scale > 0:
             bad("object_scale", "a number > 0")
+        if self.shape is not None and self.shape not in SHAPES:
+            bad("shape", f"one of {', '.join(SHAPES)} or None")
         if self.texture is not None and self.texture not in TEXTURES:
             bad("texture", f"one of {', '.join(TEXTURES)} or None")
+        if self.fill not in FILLS:
+            bad("fill", f"one of {', '.join(FILLS)}")
+        if not 0.0 <= self.fill_amplitude <= 1.0:
+            bad("fill_amplitude", "a number from 0 to 1")
+        if self.background not in SCENE_BACKGROUNDS:
+            bad("background", f"one of {', '.join(SCENE_BACKGROUNDS)}")
 
 
 @dataclass(frozen=True)
@@ -73,7 +93,9 @@ class SceneParams:
 
     class_name: str
     objects: Tuple[VideoParams, ...]  # drawn in order, each already carried by the camera
+    fills: Tuple[Optional[Ramp], ...]  # per object: None keeps its texture, else a ramp across it
     waves: Tuple[Wave, ...]
+    ramp: Tuple[float, float]  # background ramp: level change across the frame's half-width, half-height
     contrast: float
     bg_colours: Tuple[Tuple[float, float, float], Tuple[float, float, float]]
     camera: Tuple[float, float]  # (dx, dy) of the pan over the whole video, in pixels
@@ -105,21 +127,29 @@ def sample_scene(class_name: str, rng: np.random.Generator, num_frames: int = 16
     count = int(rng.integers(style.min_objects, style.max_objects + 1))
     pan, direction = style.camera * rng.uniform(0.0, 1.0), rng.uniform(0.0, 2 * np.pi)
     camera = (float(pan * width * np.cos(direction)), float(pan * height * np.sin(direction)))
-    objects = []
+    objects, fills = [], []
     for _ in range(count):
         p = sample_params(class_name, rng, num_frames, height, width)
         objects.append(dataclasses.replace(
-            p, radius=p.radius * style.object_scale, texture=style.texture or p.texture,
-            travel=(p.travel[0] + camera[0], p.travel[1] + camera[1])))
+            p, radius=p.radius * style.object_scale, shape=style.shape or p.shape, texture=style.texture or p.texture,
+            travel=(p.travel[0] * style.travel_scale + camera[0], p.travel[1] * style.travel_scale + camera[1])))
+        slopes = tuple(float(v) for v in rng.choice([-1.0, 1.0], 3) * rng.uniform(0.6, 1.0, 3) * style.fill_amplitude)
+        fills.append((float(rng.uniform(0.0, 2 * np.pi)), slopes) if style.fill == "ramp" else None)
     waves = []
     for _ in range(style.num_waves):
         kx = ky = 0
         while kx == 0 and ky == 0:
             kx, ky = (int(k) for k in rng.integers(-style.max_frequency, style.max_frequency + 1, size=2))
         waves.append((kx, ky, float(rng.uniform(0.0, 2 * np.pi)), float(rng.uniform(0.3, 1.0))))
+    if style.background == "ramp":
+        angle = rng.uniform(0.0, 2 * np.pi)
+        ramp, waves = (float(np.cos(angle) / np.sqrt(2)), float(np.sin(angle) / np.sqrt(2))), []
+    else:
+        ramp = (0.0, 0.0)
     # One dark and one lighter background colour, both duller than the saturated objects.
-    return SceneParams(class_name=class_name, objects=tuple(objects), waves=tuple(waves), contrast=style.contrast,
-                       bg_colours=(_colour(rng, 0.05, 0.35), _colour(rng, 0.4, 0.75)), camera=camera)
+    return SceneParams(class_name=class_name, objects=tuple(objects), fills=tuple(fills), waves=tuple(waves),
+                       ramp=ramp, contrast=style.contrast, camera=camera,
+                       bg_colours=(_colour(rng, 0.05, 0.35), _colour(rng, 0.4, 0.75)))
 
 
 def background_frames(scene: SceneParams, u: np.ndarray) -> np.ndarray:
@@ -131,17 +161,40 @@ def background_frames(scene: SceneParams, u: np.ndarray) -> np.ndarray:
     for kx, ky, phase, weight in scene.waves:
         field = field + weight * np.cos(2 * np.pi * (kx * xs / w + ky * ys / h) + phase)
     total = sum(weight for *_, weight in scene.waves) or 1.0
-    level = (0.5 + 0.5 * scene.contrast * field / total).astype(np.float32)[..., None]
+    # The ramp is not periodic: the pan slides it, so a level beyond [0, 1] is clipped at the end.
+    field = field / total + scene.ramp[0] * xs / (w / 2) + scene.ramp[1] * ys / (h / 2)
+    level = np.clip(0.5 + 0.5 * scene.contrast * field, 0.0, 1.0).astype(np.float32)[..., None]
     c0, c1 = (np.asarray(c, dtype=np.float32) for c in scene.bg_colours)
     return c0 + (c1 - c0) * level
+
+
+def _wrap(v: np.ndarray, period: float) -> np.ndarray:
+    # Round-half-even is odd-symmetric, so the flip relation holds exactly (as in render.py).
+    return v - period * np.round(v / period)
+
+
+def ramp_fill(obj: VideoParams, ramp: Ramp, colour: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """``colour`` ``(T, H, W, 3)`` plus a linear ramp along ``ramp``'s direction in the object's own
+    frame (it turns, mirrors and scales with the object), from -slope to +slope across its radius."""
+    cx, cy, radius, theta = object_pose(obj, u)
+    xs = np.arange(obj.width) - (obj.width - 1) / 2
+    ys = np.arange(obj.height) - (obj.height - 1) / 2
+    dx = _wrap(xs[None, None, :] - _wrap(cx, obj.width)[:, None, None], obj.width)
+    dy = _wrap(ys[None, :, None] - _wrap(cy, obj.height)[:, None, None], obj.height)
+    cos_t, sin_t, r = (v[:, None, None] for v in (np.cos(theta), np.sin(theta), radius))
+    p = obj.mirror * (cos_t * dx + sin_t * dy) / r
+    q = (cos_t * dy - sin_t * dx) / r
+    along = (np.cos(ramp[0]) * p + np.sin(ramp[0]) * q).astype(np.float32)[..., None]
+    return colour + along * np.asarray(ramp[1], dtype=np.float32)
 
 
 def render_scene(scene: SceneParams) -> np.ndarray:
     """Render ``(T, H, W, 3)`` uint8 RGB frames: the background, then the objects in order."""
     u = time_axis(scene.num_frames)
     frames = background_frames(scene, u)
-    for obj in scene.objects:
-        frames = composite(frames, *object_layer(obj, u))
+    for obj, fill in zip(scene.objects, scene.fills):
+        alpha, colour = object_layer(obj, u)
+        frames = composite(frames, alpha, colour if fill is None else ramp_fill(obj, fill, colour, u))
     return np.clip(frames * np.float32(255.0) + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
 
 
@@ -158,4 +211,4 @@ def hflip_scene(scene: SceneParams) -> SceneParams:
     return dataclasses.replace(
         scene, class_name=hflip_class(scene.class_name), objects=tuple(hflip_params(p) for p in scene.objects),
         waves=tuple((-kx, ky, phase, weight) for kx, ky, phase, weight in scene.waves),
-        camera=(-scene.camera[0], scene.camera[1]))
+        ramp=(-scene.ramp[0], scene.ramp[1]), camera=(-scene.camera[0], scene.camera[1]))
