@@ -17,6 +17,7 @@ from timm.layers import to_2tuple, trunc_normal_
 from timm.models import register_model
 from torch.utils.checkpoint import checkpoint
 
+from .baselines import trivial_baselines
 from .embed import PatchEmbed, build_pos_embed, channels_first
 from .layers import Block, ConvBlock, Pointwise
 from .masking import check_mask, check_mask_settings, draw_mask, upsample_mask
@@ -292,6 +293,12 @@ class ConvMAEBase(ConvViTEncoder):
         """Mean squared error over the masked patches only."""
         loss = (pred.float() - self.target(x.float())).pow(2).mean(dim=-1)
         return (loss * mask).sum() / mask.sum().clamp(min=1)
+
+    def trivial_baselines(self, x: torch.Tensor, mask: torch.Tensor) -> dict:
+        """The losses of trivial predictors on these masked tokens, in the loss's target space:
+        {'baseline_zero', 'baseline_mean', 'baseline_nearest': float} (`models.baselines`)."""
+        with torch.no_grad():
+            return trivial_baselines(self.target(x.float()), mask, self.grid_size)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor = None, generator: torch.Generator = None) -> tuple:
         self.check_input(x)
