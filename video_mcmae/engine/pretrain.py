@@ -1,11 +1,13 @@
-"""Masked-autoencoder pretraining: the step (masked clips -> reconstruction loss) and the run.
+"""Masked-autoencoder pretraining: the step (masked clips -> reconstruction loss, logged next to the
+trivial baselines of `models.baselines`) and the run.
 
 The loop, checkpoints and resume are shared with finetuning in `trainer.py`.
 """
 from __future__ import annotations
 
 import argparse
-from typing import List, Optional
+import math
+from typing import Dict, List, Optional, Tuple
 
 import torch
 
@@ -18,11 +20,14 @@ from video_mcmae.engine.trainer import (
 from video_mcmae.models import build_model, is_pretraining
 
 
-def pretrain_step(engine, batch, generator: torch.Generator) -> torch.Tensor:
+def pretrain_step(engine, batch, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, float]]:
+    """-> (loss, the trivial baselines of this batch and mask, and the loss over the best of them)."""
     x = batch[0] if isinstance(batch, (list, tuple)) else batch
     x = x.to(engine.device, dtype=input_dtype(engine), non_blocking=True)
-    loss, _, _ = engine(x, generator=generator)
-    return loss
+    loss, _, mask = engine(x, generator=generator)
+    baselines = engine.module.trivial_baselines(x, mask)
+    best = min(baselines.values())
+    return loss, {**baselines, "loss_vs_best_baseline": loss.item() / best if best > 0 else math.nan}
 
 
 def run_pretrain(cfg: Config, resume: str = "", auto_resume: bool = False) -> Run:

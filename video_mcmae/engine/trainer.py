@@ -17,7 +17,7 @@ import json
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -38,8 +38,9 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf on some rank; the run stops before the optimizer step."""
 
 
-# A training step: (engine, batch, mask generator) -> loss.
-StepFn = Callable[[Any, Any, torch.Generator], torch.Tensor]
+# A training step: (engine, batch, mask generator) -> loss, or (loss, {name: float}) to log next to
+# the loss (step lines, the epoch's averages, TensorBoard).
+StepFn = Callable[[Any, Any, torch.Generator], Union[torch.Tensor, Tuple[torch.Tensor, Dict[str, float]]]]
 
 
 @dataclass
@@ -288,7 +289,8 @@ def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, s
         data_time = time.time() - end
         if it % accum == 0:
             lr, wd = schedules.apply(optimizer, run.global_step)
-        loss = None if stopped else step_fn(engine, batch, generator)
+        out = None if stopped else step_fn(engine, batch, generator)
+        loss, step_metrics = out if isinstance(out, tuple) else (out, {})
         # One all-reduce per iteration, before the backward's collectives: [stopped on its own
         # bad-file marks, its mark count, non-finite loss], summed over ranks.
         flags = torch.tensor([float(stopped), float(bad_files.local_count()) if bad_files else 0.0, 0.0],
@@ -308,7 +310,7 @@ def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, s
         boundary = (it + 1) % accum == 0
         norm = _param_grad_norm(engine.module) if boundary and own_norm else None
         engine.step()
-        metrics = {"loss": loss.item(), "lr": lr, "wd": wd}
+        metrics = {"loss": loss.item(), **step_metrics, "lr": lr, "wd": wd}
         if boundary:
             run.global_step += 1
             norm = norm if own_norm else engine.get_global_grad_norm()
@@ -319,7 +321,8 @@ def train_one_epoch(run: Run, engine, optimizer, loader, schedules: Schedules, s
         metrics["iter_time"] = time.time() - end
         logger.log_iter(run.epoch + 1, it, iters, run.global_step, remaining_after + iters - it - 1, metrics)
         end = time.time()
-    stats = {k: v for k, v in logger.epoch_averages().items() if k in ("loss", "grad_norm", "iter_time", "data_time")}
+    stats = {k: v for k, v in logger.epoch_averages().items()
+             if k in ("loss", "grad_norm", "iter_time", "data_time") or k in step_metrics}
     stats.update(lr=lr, wd=wd)
     if bad_files is not None:
         stats.update(bad_files.epoch_stats())
