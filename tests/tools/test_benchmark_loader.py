@@ -1,0 +1,40 @@
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark_loader.py"
+
+
+def load_tool():
+    spec = importlib.util.spec_from_file_location("benchmark_loader", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_reports_decode_transform_bytes_and_rates_per_mode(tmp_path, capsys):
+    tool = load_tool()
+    argv = ["--work-dir", str(tmp_path), "--synthetic-videos", "2", "--synthetic-frames", "24",
+            "--synthetic-size", "48", "64", "--frames", "4", "--rate", "2", "--input-size", "32",
+            "--clips", "2", "--repeats", "2", "--loader-batches", "1", "--workers", "0", "--batch-size", "2"]
+    threads = torch.get_num_threads()
+    try:
+        assert tool.main(argv) == 0  # sets one torch thread, as in a loader worker
+    finally:
+        torch.set_num_threads(threads)
+    lines = capsys.readouterr().out.splitlines()
+    assert "decode/video" in lines[1] and "bytes/clip" in lines[1] and "loader clips/s/worker" in lines[1]
+    rows = {tuple(line.split()[:3]): line.split()[3:] for line in lines[2:]}
+    assert set(rows) == {(mode, ns, backend) for mode, ns in (("pretrain", "2"), ("finetune", "1"))
+                         for backend in ("decord", "pyav")}
+    for (mode, ns, _), values in rows.items():
+        decode, per_clip, transform, total, rate = map(float, values[:5])
+        assert decode > 0 and transform > 0
+        assert per_clip == pytest.approx(decode / int(ns), abs=0.06)  # num_sample clips share a decode
+        assert total == pytest.approx(per_clip + transform, abs=0.11)
+        assert rate == pytest.approx(1000 / total, rel=0.01)
+        assert values[5] == f"{3 * 4 * 32 * 32 * 4:,d}"  # float32 (C, T, H, W) clip
+        assert float(values[6]) > 0
+    assert (tmp_path / "procedural_2x24_48x64_25fps" / "train.csv").read_text().count("\n") == 2
