@@ -59,7 +59,7 @@ ENCODER_KWARGS = ("embed_dims", "depths", "num_heads", "mlp_ratio", "conv_kernel
 # The default scenes: large squares filled with colour ramps over a ramp background, a small camera
 # pan. The official per-cube normalised target learns on them (a ramp cube normalises to a
 # predictable plane); on the default waves and textures it stayed at its trivial level.
-EVAL_SCENES = SceneStyle(max_objects=2, background="ramp", contrast=0.8, shape="square", texture="solid",
+EVAL_SCENES = SceneStyle(max_objects=2, background="ramp", contrast=1.0, shape="square", texture="solid",
                          fill="ramp", fill_amplitude=0.3, object_scale=1.6, travel_scale=0.4, camera=0.1)
 # --quick: the plumbing at the smallest sizes the models take (explicit flags still win).
 QUICK = dict(train_per_class=4, test_per_class=3, frames=4, size=32, pt_steps=4, eval_every=2, eval_clips=8,

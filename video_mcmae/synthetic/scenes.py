@@ -144,12 +144,17 @@ def sample_scene(class_name: str, rng: np.random.Generator, num_frames: int = 16
     if style.background == "ramp":
         angle = rng.uniform(0.0, 2 * np.pi)
         ramp, waves = (float(np.cos(angle) / np.sqrt(2)), float(np.sin(angle) / np.sqrt(2))), []
+        # Every channel gets a strong slope of its own sign: a channel that barely changes across a
+        # cube is quantisation noise once the target normalises it per cube.
+        mid = rng.uniform(0.4, 0.6, 3)
+        delta = rng.choice([-1.0, 1.0], 3) * rng.uniform(0.6, 1.0, 3) * 0.4
+        colours = (tuple(float(c) for c in mid - delta), tuple(float(c) for c in mid + delta))
     else:
         ramp = (0.0, 0.0)
-    # One dark and one lighter background colour, both duller than the saturated objects.
+        # One dark and one lighter background colour, both duller than the saturated objects.
+        colours = (_colour(rng, 0.05, 0.35), _colour(rng, 0.4, 0.75))
     return SceneParams(class_name=class_name, objects=tuple(objects), fills=tuple(fills), waves=tuple(waves),
-                       ramp=ramp, contrast=style.contrast, camera=camera,
-                       bg_colours=(_colour(rng, 0.05, 0.35), _colour(rng, 0.4, 0.75)))
+                       ramp=ramp, contrast=style.contrast, camera=camera, bg_colours=colours)
 
 
 def background_frames(scene: SceneParams, u: np.ndarray) -> np.ndarray:
@@ -174,8 +179,9 @@ def _wrap(v: np.ndarray, period: float) -> np.ndarray:
 
 
 def ramp_fill(obj: VideoParams, ramp: Ramp, colour: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """``colour`` ``(T, H, W, 3)`` plus a linear ramp along ``ramp``'s direction in the object's own
-    frame (it turns, mirrors and scales with the object), from -slope to +slope across its radius."""
+    """``colour`` ``(T, H, W, 3)``, compressed into [0.3, 0.7] so that a ramp of up to 0.3 is never
+    clipped, plus a linear ramp along ``ramp``'s direction in the object's own frame (it turns,
+    mirrors and scales with the object), from -slope to +slope across its radius."""
     cx, cy, radius, theta = object_pose(obj, u)
     xs = np.arange(obj.width) - (obj.width - 1) / 2
     ys = np.arange(obj.height) - (obj.height - 1) / 2
@@ -185,7 +191,7 @@ def ramp_fill(obj: VideoParams, ramp: Ramp, colour: np.ndarray, u: np.ndarray) -
     p = obj.mirror * (cos_t * dx + sin_t * dy) / r
     q = (cos_t * dy - sin_t * dx) / r
     along = (np.cos(ramp[0]) * p + np.sin(ramp[0]) * q).astype(np.float32)[..., None]
-    return colour + along * np.asarray(ramp[1], dtype=np.float32)
+    return np.float32(0.3) + np.float32(0.4) * colour + along * np.asarray(ramp[1], dtype=np.float32)
 
 
 def render_scene(scene: SceneParams) -> np.ndarray:
