@@ -7,6 +7,7 @@
   5. export      tools/export_weights.py           the best finetuned checkpoint (by validation top-1)
   6. test        tools/test_multiview.py           temporal x spatial views per video, video-level top-k
   7. visualize   tools/visualize_reconstruction.py original | masked | reconstruction | error videos
+  8. eval_ssl    tools/eval_ssl.py --quick         pretrained vs random init on held-out clips (quick size)
 
     python tools/demo.py                      # or `make demo`; outputs in output/demo
     python tools/demo.py --quick --out /tmp/d # the shortened run the tests use
@@ -14,8 +15,11 @@
 Training steps run under the DeepSpeed launcher: one rank per GPU when there is a GPU, else two
 ranks on the CPU. Every step's output is shown and kept in <out>/logs/<step>.log; the first
 failing step stops the demo with its name, exit status and log. The last lines summarise the run
-(pretraining loss, test accuracy against chance, where everything is); <out>/summary.json holds
-the same numbers.
+(pretraining loss, test accuracy against chance, the pretrained-vs-scratch table of
+tools/eval_ssl.py at its quick size, where everything is); <out>/summary.json holds
+the same numbers; the pretraining loss is shown against the trivial predictors of the same masked
+cubes (predict zero, the best constant, copy the nearest visible cube): below the best of them the
+model has learned something from the visible cubes.
 """
 from __future__ import annotations
 
@@ -32,6 +36,7 @@ try:
     import torch
 
     from video_mcmae.cli import run_cli
+    from video_mcmae.config import load_config
     from video_mcmae.data.lists import read_list
     from video_mcmae.engine.distributed import free_port
 except ModuleNotFoundError as err:
@@ -50,6 +55,8 @@ FULL = dict(train=60, test=12, pretrain_epochs=None, finetune_epochs=None, recon
 QUICK = dict(train=60, test=6, pretrain_epochs=2, finetune_epochs=30, reconstructions=1)
 # Written into the output folder when the demo takes it; only a folder holding it is ever emptied.
 MARKER = ".video_mcmae_demo"
+# The summary's names of the trivial baselines the pretraining logs (models/baselines.py).
+BASELINE_NAMES = {"zero": "zero", "best constant": "mean", "copy nearest visible": "nearest"}
 
 
 class StepFailed(RuntimeError):
@@ -128,7 +135,7 @@ class Demo:
         device = f"{self.ranks} GPU rank(s)" if self.gpus else f"{self.ranks} CPU ranks (no GPU found)"
         print(f"demo{' (quick)' if self.quick else ''}: outputs in {self.out}; DeepSpeed on {device}", flush=True)
         self.clear_output()
-        total = 7
+        total = 8
         py = sys.executable
         pre, ft, test = (os.path.join(self.out, n) for n in ("pretrain", "finetune", "test"))
         weights = os.path.join(self.out, "weights")
@@ -159,7 +166,10 @@ class Demo:
                          py, os.path.join(TOOLS, "visualize_reconstruction.py"), video,
                          "--weights", os.path.join(weights, "pretrained.safetensors"), "--dataset", "ssv2",
                          "--out", recon])
-        return self.summary(pre, test, weights, recon)
+        ssl = os.path.join(self.out, "eval_ssl")
+        self.run(8, total, "eval_ssl", "pretrained vs random init on held-out procedural clips (quick size)", [
+            py, os.path.join(TOOLS, "eval_ssl.py"), "--quick", "--out", ssl])
+        return self.summary(pre, test, weights, recon, ssl)
 
     def clear_output(self) -> None:
         """Runs refuse to write over old checkpoints, so the demo starts clean. It only ever empties
@@ -189,20 +199,29 @@ class Demo:
                 out.append(sample.path)
         return out
 
-    def summary(self, pre: str, test: str, weights: str, recon: str) -> Dict:
+    def summary(self, pre: str, test: str, weights: str, recon: str, ssl: str) -> Dict:
         with open(os.path.join(pre, "log.jsonl"), encoding="utf-8") as f:
             epochs = [r for r in map(json.loads, f) if r.get("type") == "epoch"]
         with open(os.path.join(test, "summary.json"), encoding="utf-8") as f:
             report = json.load(f)
+        with open(os.path.join(ssl, "table.md"), encoding="utf-8") as f:
+            table = f.read()
         video = report["video"]
         top5_key = max(video, key=lambda k: int(k[3:]))
         num_classes = DATA["num_classes"]
+        last = epochs[-1]
+        # the last epoch's averages over its steps, on the same masked cubes as its loss
+        baselines = {name: last[f"baseline_{key}"] for name, key in BASELINE_NAMES.items()}
         result = {
             "quick": self.quick,
             "num_classes": num_classes,
             "chance_top1": 100.0 / num_classes,
+            "pretrain_target": ("per-cube normalised pixels" if load_config(os.path.join(pre, "config.yaml"))
+                                .model.kwargs.get("norm_pix_loss", True) else "pixels in [0, 1]"),
             "pretrain_loss_first_epoch": epochs[0]["loss"],
-            "pretrain_loss_last_epoch": epochs[-1]["loss"],
+            "pretrain_loss_last_epoch": last["loss"],
+            "pretrain_baselines_last_epoch": baselines,
+            "pretrain_loss_vs_best_baseline": last["loss"] / min(baselines.values()),
             "pretrain_epochs": len(epochs),
             "test_top1": video["top1"],
             "test_top5": video[top5_key],
@@ -210,6 +229,7 @@ class Demo:
             "test_single_view_top1": report["single_view"]["top1"],
             "views_per_video": report["views_per_video"],
             "test_videos": report["num_videos_evaluated"],
+            "eval_ssl_table": table,
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
             "outputs": {
                 "data": self.data,
@@ -218,6 +238,7 @@ class Demo:
                 "test_report": test,
                 "weights": weights,
                 "reconstructions": recon,
+                "eval_ssl": ssl,
                 "logs": self.logs,
             },
         }
@@ -233,12 +254,23 @@ def print_summary(r: Dict, out: str) -> None:
     lines = [
         "",
         f"=== demo finished in {total / 60:.1f} min",
-        f"pretraining loss (masked cubes, normalised): {r['pretrain_loss_first_epoch']:.4f} (epoch 1) -> "
-        f"{r['pretrain_loss_last_epoch']:.4f} (epoch {r['pretrain_epochs']})",
+        f"pretraining loss (masked cubes, target: {r['pretrain_target']}): {r['pretrain_loss_first_epoch']:.4g} "
+        f"(epoch 1) -> {r['pretrain_loss_last_epoch']:.4g} (epoch {r['pretrain_epochs']})",
+        "  trivial predictors of the same cubes (last epoch): "
+        + ", ".join(f"{name} {value:.4g}" for name, value in r["pretrain_baselines_last_epoch"].items())
+        + f"; loss / best of them = {r['pretrain_loss_vs_best_baseline']:.2f}"
+        + (" (below 1: learned from the visible cubes)" if r["pretrain_loss_vs_best_baseline"] < 1
+           else " (not below the trivial level)"),
         f"test, video level ({r['views_per_video'][0]}x{r['views_per_video'][1]} views averaged, {r['test_videos']} videos): "
         f"top-1 {r['test_top1']:.1f}%  {k5} {r['test_top5']:.1f}%   chance: top-1 {r['chance_top1']:.1f}% "
         f"({r['num_classes']} classes)" + (" - top-5 is capped at top-4 with 4 classes" if k5 != "top-5" else ""),
         f"single view (clip level) top-1 {r['test_single_view_top1']:.1f}%",
+        "",
+        "pretrained vs random init (tools/eval_ssl.py --quick: its own pretraining on a few tiny clips; the "
+        "quick size checks the path, its numbers mean little; `python tools/eval_ssl.py` is the real "
+        "measurement, docs/ssl_evaluation.md):",
+        *("  " + line for line in r["eval_ssl_table"].splitlines()),
+        "",
         "outputs:",
         f"  data              {o['data']}  (train/val/test.csv, classes.txt, videos/)",
         f"  pretraining run   {o['pretrain_run']}  (log.jsonl, config.yaml, checkpoints, tensorboard/)",
@@ -246,6 +278,7 @@ def print_summary(r: Dict, out: str) -> None:
         f"  test report       {o['test_report']}  (summary.json, predictions.csv, confusion_matrix.*)",
         f"  weights           {o['weights']}  (pretrained/finetuned .safetensors + .json)",
         f"  reconstructions   {o['reconstructions']}  (.mp4, .gif, .png)",
+        f"  eval_ssl          {o['eval_ssl']}  (table.md, result.json, eval_ssl.png)",
         f"  step logs         {o['logs']}",
         f"  this summary      {os.path.join(out, 'summary.json')}",
     ]

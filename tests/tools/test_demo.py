@@ -10,6 +10,7 @@ import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = ".video_mcmae_demo"  # the demo's own file in every folder it made
+BASELINE_KEYS = ("baseline_zero", "baseline_mean", "baseline_nearest", "loss_vs_best_baseline")
 
 
 def _demo_module():
@@ -37,8 +38,18 @@ def test_quick_demo_learns_and_writes_every_output(tmp_path):
     # well above chance at the video level (multi-view averaged), through pretrain -> finetune -> test
     assert summary["test_top1"] >= 2 * chance, summary
     assert 0 < summary["pretrain_loss_last_epoch"] < 2 and summary["pretrain_epochs"] >= 2, summary
+    # the pretraining logs its trivial baselines next to the loss, and the summary compares them
+    records = [json.loads(line) for line in (out / "pretrain" / "log.jsonl").read_text().splitlines()]
+    for kind in ("iter", "epoch"):
+        logged = [r for r in records if r["type"] == kind]
+        assert logged and all(0 < r[k] for r in logged for k in BASELINE_KEYS), kind
+    baselines = summary["pretrain_baselines_last_epoch"]
+    assert sorted(baselines) == ["best constant", "copy nearest visible", "zero"] and min(baselines.values()) > 0
+    assert summary["pretrain_loss_vs_best_baseline"] == pytest.approx(
+        summary["pretrain_loss_last_epoch"] / min(baselines.values()))
     assert summary["views_per_video"] == [2, 3]
-    for step in ("data", "pretrain", "export_pretrained", "finetune", "export_finetuned", "test", "visualize"):
+    for step in ("data", "pretrain", "export_pretrained", "finetune", "export_finetuned", "test", "visualize",
+                 "eval_ssl"):
         assert f"] {step} done in" in proc.stdout, step
         assert (out / "logs" / f"{step}.log").is_file(), step
     assert (out / "finetune" / "best").is_dir() and (out / "pretrain" / "log.jsonl").is_file()
@@ -49,6 +60,11 @@ def test_quick_demo_learns_and_writes_every_output(tmp_path):
     tail = proc.stdout[proc.stdout.index("=== demo finished"):]
     assert "chance: top-1 25.0%" in tail and f"top-1 {summary['test_top1']:.1f}%" in tail
     assert str(out / "reconstructions") in tail
+    assert f"loss / best of them = {summary['pretrain_loss_vs_best_baseline']:.2f}" in tail
+    # the pretrained-vs-scratch table of tools/eval_ssl.py (quick size), printed and kept
+    table = (out / "eval_ssl" / "table.md").read_text()
+    assert summary["eval_ssl_table"] == table and "| few-label finetune |" in table
+    assert all(line in tail for line in table.splitlines())
 
 
 def test_a_failing_step_stops_the_demo_and_names_it(tmp_path, monkeypatch, capsys):
@@ -57,7 +73,7 @@ def test_a_failing_step_stops_the_demo_and_names_it(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("PYTHONPATH", REPO)
     assert demo.main(["--quick", "--out", str(tmp_path / "d")]) == 1
     err = capsys.readouterr().err
-    assert "demo stopped: step 1/7 'data' failed with exit status 2" in err
+    assert "demo stopped: step 1/8 'data' failed with exit status 2" in err
     log = tmp_path / "d" / "logs" / "data.log"
     assert str(log) in err and "num_classes=3" in log.read_text()
     assert not (tmp_path / "d" / "pretrain").exists()
@@ -98,5 +114,5 @@ def test_replaces_the_folder_an_earlier_demo_made(tmp_path, monkeypatch, capsys)
     (out / "pretrain").mkdir()
     (out / "pretrain" / "epoch-0002").write_text("an earlier run's checkpoint")
     assert demo.main(["--quick", "--out", str(out)]) == 1
-    assert "demo stopped: step 1/7 'data'" in capsys.readouterr().err  # not refused: the folder is the demo's
+    assert "demo stopped: step 1/8 'data'" in capsys.readouterr().err  # not refused: the folder is the demo's
     assert not (out / "pretrain").exists() and (out / MARKER).is_file()
