@@ -121,3 +121,18 @@ def test_time_pooled_features_keep_one_vector_per_time_step(tool):
     # each time step's block is layer-normalised together with the others, not averaged away
     assert torch.allclose(timed.mean(-1), torch.zeros(2), atol=1e-5)
     assert not torch.allclose(timed.view(2, steps, -1)[:, 0], timed.view(2, steps, -1)[:, -1])
+
+
+def test_quick_table_judges_no_target(tool):
+    summary = dict(
+        pretext=dict(final_loss=0.5, baselines=dict(zero=1.0, constant=1.0, nearest_visible=1.2), best_baseline="zero",
+                     ratio_to_best=0.5, target_ratio=0.7),
+        downstream={k: dict(pretrained=dict(mean=90.0, std=0.0), random=dict(mean=25.0, std=0.0), gap=65.0,
+                            target_gap=tool.TARGET_GAPS[k]) for k in tool.EVALS},
+        chance=25.0, targets=dict(loss=True, frozen=True, finetune=True), seconds=1.0,
+        setup=dict(machine="m", train_clips=1, test_clips=1, clip="4x32x32", seeds=[0], few_labels=1, frozen_pool="mean"),
+        args=dict(quick=True))
+    quick = tool.markdown_table(summary)
+    assert "met" not in quick.replace("not judged", "") and quick.count("not judged at --quick size") == 4
+    summary["args"]["quick"] = False
+    assert tool.markdown_table(summary).count("met") == 4
