@@ -32,18 +32,24 @@ def test_decord_and_pyav_agree(video_dir, name):
     assert diff.mean() < 1.0 and diff.max() <= 8
 
 
-def test_pyav_seeks_instead_of_decoding_everything(tmp_path, vids, monkeypatch):
-    path = vids.write(tmp_path / "long.mp4", num_frames=64, keyframe_every=8)
-    r = open_video(path, "pyav")
+def _record_decoded_pts(reader, monkeypatch) -> list:
+    """The pts of every frame the PyAV reader's stream decodes from now on, in order."""
     decoded = []
-    orig = type(r._stream).decode
+    orig = type(reader._stream).decode
 
     def counting_decode(self, *args, **kwargs):
         frames = orig(self, *args, **kwargs)
         decoded.extend(frame.pts for frame in frames)
         return frames
 
-    monkeypatch.setattr(type(r._stream), "decode", counting_decode)
+    monkeypatch.setattr(type(reader._stream), "decode", counting_decode)
+    return decoded
+
+
+def test_pyav_seeks_instead_of_decoding_everything(tmp_path, vids, monkeypatch):
+    path = vids.write(tmp_path / "long.mp4", num_frames=64, keyframe_every=8)
+    r = open_video(path, "pyav")
+    decoded = _record_decoded_pts(r, monkeypatch)
     frames = r.get_frames([50, 52])
     assert [vids.decoded_level(f) for f in frames] == pytest.approx([vids.level(50), vids.level(52)], abs=3)
     assert 3 <= len(decoded) <= 8 + 3  # from the keyframe at 48 up to 52, not 53 frames
@@ -127,15 +133,7 @@ def test_pyav_frames_are_those_of_a_full_decode(tmp_path, vids, name, threads):
 def test_pyav_decodes_only_from_the_keyframe_of_each_run(tmp_path, vids, monkeypatch):
     path = vids.write(tmp_path / "keys.mp4", num_frames=64, keyframe_every=8)
     r = open_video(path, "pyav")
-    decoded = []
-    orig = type(r._stream).decode
-
-    def counting_decode(self, *args, **kwargs):
-        frames = orig(self, *args, **kwargs)
-        decoded.extend(frame.pts for frame in frames)
-        return frames
-
-    monkeypatch.setattr(type(r._stream), "decode", counting_decode)
+    decoded = _record_decoded_pts(r, monkeypatch)
     keys = r._keyframes.tolist()
     assert len(keys) > 2
     key = max(k for k in keys if k <= 50)
