@@ -3,6 +3,8 @@ import dataclasses
 import glob
 import os
 import re
+import subprocess
+import sys
 import typing
 
 import pytest
@@ -132,6 +134,27 @@ def test_classifier_only_regularisation_is_refused_for_pretraining():
 def test_unknown_preset_is_refused_with_the_valid_names():
     with pytest.raises(ConfigError, match="model.name: unknown preset 'videoconvvit_huge'; choose one of .*videoconvvit_tiny"):
         load_config(None, ["model.name=videoconvvit_huge"])
+
+
+def test_config_needs_neither_torch_nor_the_models():
+    # `import video_mcmae` registers the presets (imports the models, hence torch), so the package
+    # is stood in by a bare module over the same folder: what remains is config's own imports.
+    package = os.path.join(REPO, "video_mcmae")
+    code = (
+        "import sys, types\n"
+        f"pkg = types.ModuleType('video_mcmae'); pkg.__path__ = [{package!r}]; sys.modules['video_mcmae'] = pkg\n"
+        "from video_mcmae.config import ConfigError, load_config\n"
+        "assert load_config(None, ['model.name=videoconvmae_tiny_patch16']).model.name\n"
+        "try:\n"
+        "    load_config(None, ['model.name=videoconvmae_tiny_patch16', 'model.drop_rate=0.1'])\n"
+        "    raise SystemExit('drop_rate on a pretraining preset was accepted')\n"
+        "except ConfigError:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith(('torch.', 'video_mcmae.models'))))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
 
 
 def test_odd_batch_with_mixup_is_refused_before_any_work():

@@ -19,6 +19,8 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
+from video_mcmae.presets import is_pretraining_preset
+
 BASE_KEY = "_base_"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
@@ -433,12 +435,9 @@ def validate(cfg: Config) -> Config:
 
 def _validate_across_sections(cfg: Config) -> None:
     """Rules that tie the model preset to other sections."""
-    # Imported here: models.factory imports this module (ModelConfig, ConfigError).
-    from video_mcmae.models.factory import is_pretraining
-
     m = cfg.model
     try:
-        pretraining = is_pretraining(m.name)
+        pretraining = is_pretraining_preset(m.name)
     except ValueError as e:  # an unknown preset: the message lists the valid ones
         raise ConfigError(f"model.name: {e}") from None
     if pretraining:

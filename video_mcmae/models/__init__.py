@@ -3,9 +3,10 @@
 Importing this package registers every preset with timm, so `timm.create_model(name, **overrides)`
 works for the names in `PRESETS`; `build_model(cfg.model)` builds one from a run config.
 """
+from video_mcmae.presets import CLASSIFIER_PRESETS, PRESETS, PRETRAINING_PRESETS
+
 from .convmae import ConvMAE, ConvMAEBase, ConvViT, ConvViTBase
-from .factory import (CLASSIFIER_PRESETS, PRESETS, PRETRAINING_PRESETS, LinearProbeHead, build_model,
-                      is_pretraining)
+from .factory import LinearProbeHead, build_model, is_pretraining
 from .masking import draw_mask, random_masking, tube_masking, upsample_mask
 from .pretrained import LoadReport, load_pretrained
 from .video_convmae import VideoConvMAE, VideoConvViT

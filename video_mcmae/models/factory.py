@@ -1,4 +1,5 @@
-"""Models from configs: the preset names, `build_model`, `is_pretraining` and the linear-probe head."""
+"""Models from configs: `build_model`, `is_pretraining` (preset names or models) and the linear-probe head.
+The preset names live in `video_mcmae.presets`."""
 from typing import Any, Dict, Optional, Union
 
 import timm
@@ -6,28 +7,16 @@ import torch
 from torch import nn
 
 from video_mcmae.config import ConfigError, DataConfig, ModelConfig
+from video_mcmae.presets import PRESETS, is_pretraining_preset
 
 from .convmae import ConvMAEBase
-
-PRETRAINING_PRESETS = (
-    "videoconvmae_tiny_patch16", "videoconvmae_small_patch16", "videoconvmae_base_patch16",
-    "videoconvmae_large_patch16", "videoconvmae_tiny_msd_patch16", "videoconvmae_base_msd_patch16",
-    "convmae_convvit_tiny_patch16", "convmae_convvit_base_patch16_dec512d8b",
-)
-CLASSIFIER_PRESETS = (
-    "videoconvvit_tiny_patch16", "videoconvvit_small_patch16", "videoconvvit_base_patch16",
-    "videoconvvit_large_patch16", "convvit_tiny_patch16", "convvit_base_patch16",
-)
-PRESETS = PRETRAINING_PRESETS + CLASSIFIER_PRESETS
 
 
 def is_pretraining(name_or_model: Union[str, nn.Module]) -> bool:
     """Whether a preset name or a model is a masked-autoencoder pretraining model (else a classifier)."""
     if isinstance(name_or_model, nn.Module):
         return isinstance(getattr(name_or_model, "_orig_mod", name_or_model), ConvMAEBase)  # also torch.compile'd
-    if name_or_model not in PRESETS:
-        raise ValueError(f"unknown preset {name_or_model!r}; choose one of {', '.join(PRESETS)}")
-    return name_or_model in PRETRAINING_PRESETS
+    return is_pretraining_preset(name_or_model)
 
 
 def build_model(m: ModelConfig, linprobe: bool = False, data: Optional[DataConfig] = None) -> nn.Module:
