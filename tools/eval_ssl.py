@@ -206,28 +206,13 @@ def batches(n: int, size: int):
 # ----------------------------------------------------------------------------- pretext
 
 
-def nearest_visible(mask: torch.Tensor, grid: tuple) -> torch.Tensor:
-    """``(B, L)`` mask -> ``(B, L)`` index of the nearest visible token (itself when visible); a step
-    in time counts like a step in space, ties go to the lowest index."""
-    coords = torch.stack([c.flatten() for c in torch.meshgrid(*(torch.arange(n) for n in grid), indexing="ij")], -1)
-    dist = torch.cdist(coords.float(), coords.float())[None].expand(mask.shape[0], -1, -1)
-    return dist.masked_fill(mask[:, None, :], float("inf")).argmin(dim=-1)
-
-
 @torch.no_grad()
-def trivial_baselines(model, x: torch.Tensor, mask: torch.Tensor, train_x: torch.Tensor) -> Dict[str, float]:
-    """Masked-cube MSE (the model's loss) of three predictors that learn nothing, in the model's target
-    space: zero, the best constant cube (the mean train target), the nearest visible cube's target."""
-    target = model.target(x)
-    weight = mask.float()
-
-    def loss(pred: torch.Tensor) -> float:
-        return float(((pred - target).pow(2).mean(-1) * weight).sum() / weight.sum())
-
-    train_targets = torch.cat([model.target(train_x[b]).flatten(0, 1) for b in batches(len(train_x), 64)])
-    copy = torch.gather(target, 1, nearest_visible(mask, model.grid_size)[..., None].expand_as(target))
-    return dict(zero=loss(torch.zeros_like(target)), constant=loss(train_targets.mean(0).expand_as(target)),
-                nearest_visible=loss(copy))
+def trivial_baselines(model, x: torch.Tensor, mask: torch.Tensor) -> Dict[str, float]:
+    """The model's own trivial predictors (`models.baselines`) on the test clips and masks, in its
+    target space: zero, the best constant cube over these masked cubes, the nearest visible cube."""
+    values = model.trivial_baselines(x, mask)
+    return dict(zero=values["baseline_zero"], constant=values["baseline_mean"],
+                nearest_visible=values["baseline_nearest"])
 
 
 @torch.no_grad()
@@ -249,7 +234,7 @@ def pretrain(args, train_x: torch.Tensor, test_x: torch.Tensor, log: Callable[[s
         raise ConfigError(f"--preset/--model-kwargs: videoconvmae_{args.preset}_patch16 rejects them ({e})") from None
     masks = torch.Generator().manual_seed(args.pt_seed + 1)
     test_mask = model.draw_mask(test_x, masks)
-    baselines = trivial_baselines(model, test_x, test_mask, train_x)
+    baselines = trivial_baselines(model, test_x, test_mask)
     log(f"trivial baselines on {len(test_x)} test clips: " + ", ".join(f"{k} {v:.4f}" for k, v in baselines.items()))
     opt = torch.optim.AdamW(param_groups(model, args.pt_weight_decay), lr=args.pt_lr, betas=(0.9, 0.95))
     schedules = Schedules(lr=CosineSchedule(args.pt_lr, args.pt_lr * 0.01, args.pt_steps,
