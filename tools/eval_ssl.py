@@ -63,7 +63,7 @@ EVAL_SCENES = SceneStyle(max_objects=2, background="ramp", contrast=1.0, shape="
                          fill="ramp", fill_amplitude=0.3, object_scale=1.6, travel_scale=0.4, camera=0.1)
 # --quick: the plumbing at the smallest sizes the models take (explicit flags still win).
 QUICK = dict(train_per_class=4, test_per_class=3, frames=4, size=32, pt_steps=4, eval_every=2, eval_clips=8,
-             batch=4, seeds=[0, 1], knn_k=3, ft_epochs=1, ft_batch=4)
+             batch=4, seeds=[0, 1], pt_seeds=[0, 1], knn_k=3, ft_epochs=1, ft_batch=4)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,7 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--pt-weight-decay", type=float, default=0.05)
     t.add_argument("--pt-warmup", type=float, default=0.05, help="warmup fraction of the steps")
     t.add_argument("--batch", type=int, default=16)
-    t.add_argument("--pt-seed", type=int, default=0)
+    t.add_argument("--pt-seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="one pretraining per seed; downstream seed i uses the encoder of pretraining seed i "
+                        "(cycling when there are fewer)")
     t.add_argument("--pt-augment", type=int, choices=(0, 1), default=1,
                    help="1: random flips and time reversal of the (unlabelled) pretraining clips")
     t.add_argument("--eval-every", type=int, default=100, help="steps between test-loss points")
@@ -223,24 +225,28 @@ def test_loss(model, x: torch.Tensor, mask: torch.Tensor) -> float:
     return total / len(x)
 
 
-def pretrain(args, train_x: torch.Tensor, test_x: torch.Tensor, log: Callable[[str], None]) -> dict:
-    """Pretrain with the model's own masks and loss; returns the model, baselines and test-loss curve."""
-    torch.manual_seed(args.pt_seed)
+def pretext_model(args):
+    """A fresh VideoConvMAE of the configured preset and pretext (initialised from torch's global seed)."""
     kwargs = dict(num_frames=args.frames, img_size=args.size, mask_type=args.mask_type, mask_ratio=args.mask_ratio,
                   norm_pix_loss=bool(args.norm_pix_loss), norm_pix_std_floor=args.std_floor)
     try:
-        model = timm.create_model(f"videoconvmae_{args.preset}_patch16", **{**kwargs, **args.model_kwargs})
+        return timm.create_model(f"videoconvmae_{args.preset}_patch16", **{**kwargs, **args.model_kwargs})
     except (TypeError, RuntimeError) as e:
         raise ConfigError(f"--preset/--model-kwargs: videoconvmae_{args.preset}_patch16 rejects them ({e})") from None
-    masks = torch.Generator().manual_seed(args.pt_seed + 1)
-    test_mask = model.draw_mask(test_x, masks)
-    baselines = trivial_baselines(model, test_x, test_mask)
-    log(f"trivial baselines on {len(test_x)} test clips: " + ", ".join(f"{k} {v:.4f}" for k, v in baselines.items()))
+
+
+def pretrain(args, seed: int, train_x: torch.Tensor, test_x: torch.Tensor, test_mask: torch.Tensor,
+             log: Callable[[str], None]) -> dict:
+    """Pretrain with the model's own masks and loss from pretraining seed `seed` (initialisation,
+    masks, batch order); returns the model and its test-loss curve on the fixed test clips and masks."""
+    torch.manual_seed(seed)
+    model = pretext_model(args)
+    masks = torch.Generator().manual_seed(seed + 1)
     opt = torch.optim.AdamW(param_groups(model, args.pt_weight_decay), lr=args.pt_lr, betas=(0.9, 0.95))
     schedules = Schedules(lr=CosineSchedule(args.pt_lr, args.pt_lr * 0.01, args.pt_steps,
                                             round(args.pt_warmup * args.pt_steps)),
                           wd=CosineSchedule(args.pt_weight_decay, args.pt_weight_decay, args.pt_steps))
-    order = torch.Generator().manual_seed(args.pt_seed + 2)
+    order = torch.Generator().manual_seed(seed + 2)
     curve = [(0, test_loss(model, test_x, test_mask))]
     train_curve = []
     started = time.perf_counter()
@@ -259,9 +265,9 @@ def pretrain(args, train_x: torch.Tensor, test_x: torch.Tensor, log: Callable[[s
         train_curve.append(loss.item())
         if (step + 1) % args.eval_every == 0 or step + 1 == args.pt_steps:
             curve.append((step + 1, test_loss(model, test_x, test_mask)))
-            log(f"pretrain step {step + 1}/{args.pt_steps}: train {np.mean(train_curve[-args.eval_every:]):.4f}, "
+            log(f"pretrain seed {seed} step {step + 1}/{args.pt_steps}: train {np.mean(train_curve[-args.eval_every:]):.4f}, "
                 f"test {curve[-1][1]:.4f} ({time.perf_counter() - started:.0f}s)")
-    return dict(model=model, baselines=baselines, curve=curve, seconds=time.perf_counter() - started)
+    return dict(model=model, curve=curve, seconds=time.perf_counter() - started)
 
 
 # ----------------------------------------------------------------------------- downstream
@@ -369,10 +375,13 @@ def stats(values: List[float]) -> dict:
     return dict(runs=[round(float(a), 2) for a in v], mean=float(v.mean()), std=float(v.std()))
 
 
-def summarise(args, pt: dict, accuracies: Dict[str, Dict[str, List[float]]], seconds: float) -> dict:
-    best_name = min(pt["baselines"], key=pt["baselines"].get)
-    best = pt["baselines"][best_name]
-    final = pt["curve"][-1][1]
+def summarise(args, baselines: Dict[str, float], pts: List[dict], accuracies: Dict[str, Dict[str, List[float]]],
+              seconds: float) -> dict:
+    best_name = min(baselines, key=baselines.get)
+    best = baselines[best_name]
+    finals = [pt["curve"][-1][1] for pt in pts]
+    final = float(np.mean(finals))
+    curve = [(step, float(np.mean([pt["curve"][i][1] for pt in pts]))) for i, (step, _) in enumerate(pts[0]["curve"])]
     downstream = {}
     for key in EVALS:
         row = {init: stats(accuracies[key][init]) for init in INITS}
@@ -384,13 +393,15 @@ def summarise(args, pt: dict, accuracies: Dict[str, Dict[str, List[float]]], sec
         frozen=max(downstream["knn"]["gap"], downstream["linprobe"]["gap"]) >= TARGET_GAPS["knn"],
         finetune=downstream["finetune"]["gap"] >= TARGET_GAPS["finetune"])
     return dict(
-        pretext=dict(final_loss=final, baselines=pt["baselines"], best_baseline=best_name,
-                     ratio_to_best=final / best, target_ratio=TARGET_LOSS_RATIO, curve=pt["curve"],
-                     seconds=pt["seconds"]),
+        pretext=dict(final_loss=final, final_losses=finals, final_std=float(np.std(finals)), baselines=baselines,
+                     best_baseline=best_name, ratio_to_best=final / best, target_ratio=TARGET_LOSS_RATIO,
+                     curve=curve, curves=[pt["curve"] for pt in pts], seeds=list(args.pt_seeds),
+                     seconds=sum(pt["seconds"] for pt in pts)),
         downstream=downstream, chance=100.0 / args.classes, targets=targets, all_targets_met=all(targets.values()),
         setup=dict(machine=f"{os.cpu_count()} CPU cores, {args.threads} torch threads",
                    train_clips=args.train_per_class * args.classes, test_clips=args.test_per_class * args.classes,
                    clip=f"{args.frames}x{args.size}x{args.size}", seeds=list(args.seeds),
+                   pt_seeds=list(args.pt_seeds), pt_steps=args.pt_steps,
                    few_labels=max(1, round(args.ft_fraction * args.train_per_class)) * args.classes,
                    frozen_pool=args.frozen_pool),
         args=dict(vars(args)), seconds=seconds)
@@ -406,6 +417,7 @@ def markdown_table(summary: dict) -> str:
 
     lines = [
         f"Setup: {s['machine']}; {s['train_clips']} train / {s['test_clips']} test clips of {s['clip']}; "
+        f"{s['pt_steps']} pretraining steps for each pretraining seed {s['pt_seeds']}; "
         f"downstream seeds {s['seeds']}; frozen features pooled by {s['frozen_pool']}; "
         f"few-label finetuning on {s['few_labels']} labels; "
         f"chance {summary['chance']:.1f}%; {summary['seconds'] / 60:.1f} min in all.",
@@ -415,7 +427,8 @@ def markdown_table(summary: dict) -> str:
         f"| predict zero | {p['baselines']['zero']:.4f} |",
         f"| best constant cube | {p['baselines']['constant']:.4f} |",
         f"| copy the nearest visible cube | {p['baselines']['nearest_visible']:.4f} |",
-        f"| pretrained model (final) | {p['final_loss']:.4f} |",
+        f"| pretrained model (final; mean ± std over {len(p['final_losses'])} pretraining seeds) | "
+        f"{p['final_loss']:.4f} ± {p['final_std']:.4f} |",
         f"| ratio to the best trivial ({p['best_baseline']}) | {p['ratio_to_best']:.3f} "
         f"(target <= {p['target_ratio']}: {mark(summary['targets']['loss'])}) |",
         "",
@@ -437,8 +450,10 @@ def plot(summary: dict, path: str) -> None:
     fig = Figure(figsize=(11, 4.2), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 2, 1)
-    steps, losses = zip(*p["curve"])
-    ax.plot(steps, losses, "o-", color="black", label="pretraining (test clips)")
+    for curve in p["curves"]:
+        ax.plot(*zip(*curve), "-", color="black", alpha=0.3, lw=0.8)
+    ax.plot(*zip(*p["curve"]), "o-", color="black", ms=3,
+            label=f"pretraining, test clips (mean of {len(p['curves'])} seeds; thin: each)")
     for name, colour in zip(BASELINES, ("tab:red", "tab:orange", "tab:purple")):
         ax.axhline(p["baselines"][name], color=colour, ls="--", label=f"trivial: {name.replace('_', ' ')}")
     best = min(p["baselines"].values())
@@ -494,12 +509,18 @@ def _run(args: argparse.Namespace) -> dict:
         train_y, test_y = torch.from_numpy(train_y), torch.from_numpy(test_y)
         log(f"rendered {len(train_x)} train / {len(test_x)} test {args.style} clips {tuple(train_x.shape[1:])}")
 
-        pt = pretrain(args, train_x, test_x[:args.eval_clips], log)
-        encoder = pt.pop("model").state_dict()
+        eval_x = test_x[:args.eval_clips]
+        # One set of test masks for every pretraining seed, so their curves and the baselines compare.
+        eval_mask = pretext_model(args).draw_mask(eval_x, torch.Generator().manual_seed(args.data_seed))
+        baselines = trivial_baselines(pretext_model(args), eval_x, eval_mask)
+        log(f"trivial baselines on {len(eval_x)} test clips: " + ", ".join(f"{k} {v:.4f}" for k, v in baselines.items()))
+        pts = [pretrain(args, seed, train_x, eval_x, eval_mask, log) for seed in args.pt_seeds]
+        encoders = [pt.pop("model").state_dict() for pt in pts]
         accuracies = {key: {init: [] for init in INITS} for key in EVALS}
         for init in INITS:
-            for seed in args.seeds:
-                model = classifier(args, seed, encoder if init == "pretrained" else None)
+            for i, seed in enumerate(args.seeds):
+                encoder = encoders[i % len(encoders)] if init == "pretrained" else None
+                model = classifier(args, seed, encoder)
                 train_f, test_f = (features(model, x, args.frozen_pool) for x in (train_x, test_x))
                 accuracies["knn"][init].append(knn_accuracy(train_f, train_y, test_f, test_y, args.knn_k, args.classes))
                 accuracies["linprobe"][init].append(linear_probe(train_f, train_y, test_f, test_y, args.classes, seed))
@@ -508,7 +529,7 @@ def _run(args: argparse.Namespace) -> dict:
                                                              seed))
                 log(f"{init} init, seed {seed}: " + ", ".join(
                     f"{key} {accuracies[key][init][-1] * 100:.1f}" for key in EVALS))
-        summary = summarise(args, pt, accuracies, time.perf_counter() - started)
+        summary = summarise(args, baselines, pts, accuracies, time.perf_counter() - started)
         table = markdown_table(summary)
         files = dict(json=os.path.join(args.out, "result.json"), table=os.path.join(args.out, "table.md"),
                      png=os.path.join(args.out, "eval_ssl.png"), log=os.path.join(args.out, "log.txt"))

@@ -38,6 +38,11 @@ def test_quick_run_writes_the_table_json_and_png(tool, tmp_path):
     assert all(v > 0 and np.isfinite(v) for v in pretext["baselines"].values())
     steps = [s for s, _ in pretext["curve"]]
     assert steps == [0, 2, 4] and all(np.isfinite(loss) and loss > 0 for _, loss in pretext["curve"])
+    # one pretraining per pretraining seed, from different initialisations, on the same test masks
+    assert pretext["seeds"] == [0, 1] and len(pretext["curves"]) == 2
+    assert pretext["curves"][0][0][1] != pretext["curves"][1][0][1]
+    assert pretext["final_loss"] == pytest.approx(np.mean(pretext["final_losses"]))
+    assert pretext["curve"][-1][1] == pytest.approx(pretext["final_loss"])
     assert pretext["ratio_to_best"] == pytest.approx(pretext["final_loss"] / min(pretext["baselines"].values()))
     for key in tool.EVALS:
         row = summary["downstream"][key]
@@ -48,7 +53,7 @@ def test_quick_run_writes_the_table_json_and_png(tool, tmp_path):
     assert set(summary["targets"]) == {"loss", "frozen", "finetune"}
 
     table = (tmp_path / "table.md").read_text()
-    for title in ("predict zero", "best constant cube", "copy the nearest visible cube", "pretrained model (final)",
+    for title in ("predict zero", "best constant cube", "copy the nearest visible cube", "pretrained model (final; mean ± std over 2",
                   *tool.EVAL_TITLES.values()):
         assert f"| {title}" in table, title
     assert "seeds [0, 1]" in table and "CPU cores" in table
@@ -62,7 +67,7 @@ def test_quick_changes_defaults_but_explicit_flags_win(tool):
     args = tool.parse_args(["--quick", "--pt-steps", "7"])
     assert args.pt_steps == 7 and args.size == tool.QUICK["size"]
     full = tool.parse_args([])
-    assert full.pt_steps > 100 and full.seeds == [0, 1, 2] and full.ft_fraction == 0.1 and full.layer_decay == 0.75
+    assert full.pt_steps > 100 and full.seeds == [0, 1, 2] and full.pt_seeds == [0, 1, 2] and full.ft_fraction == 0.1 and full.layer_decay == 0.75
 
 
 @pytest.mark.parametrize("argv,message", [
@@ -123,11 +128,12 @@ def test_time_pooled_features_keep_one_vector_per_time_step(tool):
 def test_quick_table_judges_no_target(tool):
     summary = dict(
         pretext=dict(final_loss=0.5, baselines=dict(zero=1.0, constant=1.0, nearest_visible=1.2), best_baseline="zero",
-                     ratio_to_best=0.5, target_ratio=0.7),
+                     ratio_to_best=0.5, target_ratio=0.7, final_losses=[0.5], final_std=0.0),
         downstream={k: dict(pretrained=dict(mean=90.0, std=0.0), random=dict(mean=25.0, std=0.0), gap=65.0,
                             target_gap=tool.TARGET_GAPS[k]) for k in tool.EVALS},
         chance=25.0, targets=dict(loss=True, frozen=True, finetune=True), seconds=1.0,
-        setup=dict(machine="m", train_clips=1, test_clips=1, clip="4x32x32", seeds=[0], few_labels=1, frozen_pool="mean"),
+        setup=dict(machine="m", train_clips=1, test_clips=1, clip="4x32x32", seeds=[0], pt_seeds=[0], pt_steps=1,
+                   few_labels=1, frozen_pool="mean"),
         args=dict(quick=True))
     quick = tool.markdown_table(summary)
     assert "met" not in quick.replace("not judged", "") and quick.count("not judged at --quick size") == 4
