@@ -14,6 +14,7 @@ import torch
 from video_mcmae import api
 from video_mcmae.config import DataConfig, load_config
 from video_mcmae.data.datasets import build_dataset
+from video_mcmae.data.device import normalize_batch
 from video_mcmae.weights import EXPORT_FORMAT
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -52,6 +53,7 @@ def test_clip_is_the_validation_loader_item(classifier_export, synthetic_dataset
                              "model.img_size=32", "data.short_side_size=40", "model.num_classes=4", "data.reader=pyav"])
     val = build_dataset(cfg, "val")
     expected, _ = val[1]
+    expected = normalize_batch(expected[None], cfg.data.mean, cfg.data.std)[0]
     got = loaded.clip(val.samples[1].path)
     assert got.shape == (1, 3, 8, 32, 32)
     torch.testing.assert_close(got[0], expected)

@@ -2,12 +2,14 @@
 training step, clips/s one core delivers, and (optionally) the DataLoader's delivered clips/s.
 
 Modes: `pretrain` (dense clips, multi-scale crop; the recipe decodes once for `num_sample` 2
-clips) and `finetune` (the K400/SSv2 augmentation: RandAugment, random resized crop, flip,
-random erasing). Component times are this process's CPU time on one thread (torch and the video
-reader single-threaded, as in a DataLoader worker), in interleaved repeats with medians, so they
-hold on a shared machine; a core delivers 1000 / (decode per video / num_sample + transform)
-clips/s. `--loader-batches N` also runs the real DataLoader with `--workers` processes and
-reports wall-clock clips/s per worker (meaningful on an otherwise idle machine).
+clips) and `finetune` (the K400/SSv2 augmentation in the workers: RandAugment, random resized
+crop, flip). Clips leave the workers as uint8 (C, T, H, W); normalisation and random erasing run
+in the training step on the device and are not counted here. Component times are this process's
+CPU time on one thread (torch and the video reader single-threaded, as in a DataLoader worker),
+in interleaved repeats with medians, so they hold on a shared machine; a core delivers
+1000 / (decode per video / num_sample + transform) clips/s. `--loader-batches N` also runs the
+real DataLoader with `--workers` processes and reports wall-clock clips/s per worker (meaningful
+on an otherwise idle machine).
 
 On a given list, or on procedural videos rendered once into --work-dir at short side 320 and
 encoded like tools/reencode_videos.py (H.264, preset veryfast, crf 23: B-frames, one keyframe per

@@ -27,6 +27,7 @@ from PIL import Image
 from torch import nn
 
 from video_mcmae.config import DataConfig, ModelConfig
+from video_mcmae.data.device import to_model_input
 from video_mcmae.data.lists import read_class_names
 from video_mcmae.data.readers import open_video
 from video_mcmae.data.sampling import DATASET_SAMPLING, sample_indices
@@ -73,10 +74,10 @@ def input_geometry(model: nn.Module):
 
 
 def prepare_clip(frames: np.ndarray, model: nn.Module, settings: DataConfig) -> torch.Tensor:
-    """(1, 3, T, H, W) for video models or (1, 3, H, W) for image models: the validation
-    transform (short side resize, centre crop, normalisation)."""
+    """uint8 (1, 3, T, H, W) for video models or (1, 3, H, W) for image models: the validation
+    transform (short side resize, centre crop); `LoadedModel.clip` normalises on the device."""
     num_frames, side = input_geometry(model)
-    clip = EvalTransform(side, settings.short_side_size, settings.mean, settings.std, num_crops=1)(frames)
+    clip = EvalTransform(side, settings.short_side_size, num_crops=1)(frames)
     if num_frames is None:
         return clip[:, clip.shape[1] // 2][None]
     return clip[None]
@@ -107,7 +108,8 @@ class LoadedModel:
         """The normalised input batch of one file, on the model's device."""
         num_frames, _ = input_geometry(self.model)
         frames = read_frames(path, num_frames or 1, self.settings)
-        return prepare_clip(frames, self.model, self.settings).to(self.device)
+        return to_model_input(prepare_clip(frames, self.model, self.settings), self.device,
+                              self.settings.mean, self.settings.std)
 
     def _classifier(self) -> nn.Module:
         if is_pretraining(self.model):

@@ -23,8 +23,6 @@ from video_mcmae.data.lists import Sample, read_list
 from video_mcmae.data.readers import VideoReadError
 from video_mcmae.data.transforms import EvalTransform, PretrainTransform, TrainTransform
 
-MEAN, STD = [0.45] * 3, [0.225] * 3
-
 
 def tiny_cfg(root, layout="k400", **data):
     cfg = Config()
@@ -91,7 +89,7 @@ def mixed_list(tmp_path, synthetic_root, vids):
 
 def test_training_replaces_counts_and_logs_bad_files(mixed_list, caplog):
     samples, bad = mixed_list
-    ds = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32, MEAN, STD),
+    ds = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32),
                          max_bad_fraction=0.5)
     with caplog.at_level(logging.WARNING):
         first = [ds[i] for i in range(len(ds))]
@@ -111,7 +109,7 @@ def test_training_replaces_counts_and_logs_bad_files(mixed_list, caplog):
 def test_training_stops_above_bad_fraction(mixed_list):
     samples, _ = mixed_list
     ds = VideoClsDataset(samples, mode="train", sampling="dense", num_frames=4, sampling_rate=2,
-                         transform=TrainTransform(32, MEAN, STD, flip=True), max_bad_fraction=0.3)
+                         transform=TrainTransform(32, flip=True), max_bad_fraction=0.3)
     with pytest.raises(TooManyBadFilesError, match=r"4 of 13 videos .*data.max_bad_fraction=0.3"):
         for i in range(len(ds)):
             ds[i]
@@ -120,7 +118,7 @@ def test_training_stops_above_bad_fraction(mixed_list):
 def test_test_dataset_excludes_and_lists_bad_videos(mixed_list):
     samples, bad = mixed_list
     ds = VideoTestDataset(samples, sampling="dense", num_frames=4, sampling_rate=2, num_temporal_views=2,
-                          num_spatial_crops=3, transform=EvalTransform(32, 40, MEAN, STD, num_crops=3))
+                          num_spatial_crops=3, transform=EvalTransform(32, 40, num_crops=3))
     excluded = ds.scan()
     assert [(i, p) for i, p, _ in excluded] == [(8 + k, p) for k, p in enumerate(bad.values())]
     assert all(reason for _, _, reason in excluded)
@@ -133,7 +131,7 @@ def test_test_dataset_excludes_and_lists_bad_videos(mixed_list):
     assert seen == ds.expected_views() and {v for v, _, _ in seen} == set(range(8))
     # unscanned, a bad video is never replaced: it raises
     raw = VideoTestDataset(samples, sampling="dense", num_frames=4, sampling_rate=2, num_temporal_views=1,
-                           num_spatial_crops=1, transform=EvalTransform(32, 40, MEAN, STD))
+                           num_spatial_crops=1, transform=EvalTransform(32, 40))
     with pytest.raises(VideoReadError):
         raw[8]
 
@@ -231,7 +229,7 @@ class _FailsFrom:
 def test_loader_errors_arrive_whole_in_the_main_process(mixed_list, workers):
     samples, bad = mixed_list
     cfg = tiny_cfg(Path("."), num_workers=workers)
-    train = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32, MEAN, STD),
+    train = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32),
                             max_bad_fraction=0.2)
     with pytest.raises(TooManyBadFilesError) as e:
         for _ in build_loader(cfg, "pretrain", dataset=train):
@@ -240,7 +238,7 @@ def test_loader_errors_arrive_whole_in_the_main_process(mixed_list, workers):
     assert re.fullmatch(r"3 of 13 videos in the training list are unreadable \(more than "
                         r"data.max_bad_fraction=0.2\): .*", str(e.value))
     val = VideoClsDataset(samples, mode="val", sampling="dense", num_frames=4, sampling_rate=2,
-                          transform=EvalTransform(32, 40, MEAN, STD))  # not scanned: the bad files stay in
+                          transform=EvalTransform(32, 40))  # not scanned: the bad files stay in
     with pytest.raises(VideoReadError) as e:
         list(build_loader(cfg, "val", dataset=val))
     assert e.value.path in bad.values() and str(e.value).startswith("cannot read video")
@@ -269,7 +267,7 @@ def test_test_loader_leaves_out_a_video_failing_mid_decode(synthetic_root, monke
 
 def test_the_bad_file_limit_applies_to_the_marks_given(mixed_list):
     samples, bad = mixed_list
-    ds = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32, MEAN, STD),
+    ds = PretrainDataset(samples, num_frames=4, sampling_rate=2, transform=PretrainTransform(32),
                          max_bad_fraction=0.25)
     mask = torch.zeros(13, dtype=torch.uint8)
     mask[[8, 10, 12]] = 1
@@ -279,7 +277,18 @@ def test_the_bad_file_limit_applies_to_the_marks_given(mixed_list):
     assert str(error).startswith(f"4 of 13 videos in the training list are unreadable (more than "
                                  f"data.max_bad_fraction=0.25): {samples[8].path}, {samples[9].path}, "
                                  f"{samples[10].path}, ...; each is logged with its reason.")
-    everything = PretrainDataset(samples[8:], num_frames=4, sampling_rate=2, transform=PretrainTransform(32, MEAN, STD),
+    everything = PretrainDataset(samples[8:], num_frames=4, sampling_rate=2, transform=PretrainTransform(32),
                                  max_bad_fraction=1.0)
     with pytest.raises(TooManyBadFilesError, match="5 of 5 videos"):
         everything[0]
+
+
+def test_loader_batches_are_uint8_clips(synthetic_root):
+    """Video clips cross the worker boundary as uint8; the steps normalise them on the device."""
+    cfg = tiny_cfg(synthetic_root, num_sample=2)
+    assert next(iter(build_loader(cfg, "pretrain"))).dtype == torch.uint8
+    for split in ("train", "val"):
+        x, _ = next(iter(build_loader(cfg, split)))
+        assert x.dtype == torch.uint8 and x.shape[1:] == (3, 4, 32, 32)
+    x, *_ = next(iter(build_loader(cfg, "test")))
+    assert x.dtype == torch.uint8 and x.is_contiguous()

@@ -274,9 +274,9 @@ def test_collect_views_turns_a_failure_into_a_message():
 
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(96, 3))
     assert autocast_dtype("bf16", torch.device("cpu")) is None  # fp32 on the CPU
-    collector, error = collect_views(model, loader(), torch.device("cpu"), None)
+    collector, error = collect_views(model, loader(), torch.device("cpu"), None, [0.45] * 3, [0.225] * 3)
     assert len(collector) == 2 and error == "OSError: clip.7.mp4: invalid data at frame 12"
-    collector, error = collect_views(model, batches, torch.device("cpu"), None)
+    collector, error = collect_views(model, batches, torch.device("cpu"), None, [0.45] * 3, [0.225] * 3)
     assert len(collector) == 2 and error == ""
 
 

@@ -35,6 +35,6 @@ def test_reports_decode_transform_bytes_and_rates_per_mode(tmp_path, capsys):
         assert per_clip == pytest.approx(decode / int(ns), abs=0.06)  # num_sample clips share a decode
         assert total == pytest.approx(per_clip + transform, abs=0.11)
         assert 1000 / (total + 0.051) <= rate <= 1000 / (total - 0.051)  # total is printed rounded
-        assert values[5] == f"{3 * 4 * 32 * 32 * 4:,d}"  # float32 (C, T, H, W) clip
+        assert values[5] == f"{3 * 4 * 32 * 32:,d}"  # uint8 (C, T, H, W) clip
         assert float(values[6]) > 0
     assert (tmp_path / "procedural_2x24_48x64_25fps" / "train.csv").read_text().count("\n") == 2

@@ -118,13 +118,15 @@ def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, resto
     shards = load_shards(str(out / "shards"))
     merged = merge_views(shards)
     from video_mcmae.data.datasets import build_dataset
+    from video_mcmae.data.device import normalize_batch
     from video_mcmae.engine.checkpoint import load_exported
 
     cfg = load_config(str(tmp / "test.yaml"), VIEWS)
     ds = build_dataset(cfg, "test")
     model, _ = load_exported(str(tmp / "tiny.safetensors"))
     with torch.no_grad():
-        logits = model.eval()(torch.stack([ds[i][0] for i in range(len(ds))]))
+        clips = normalize_batch(torch.stack([ds[i][0] for i in range(len(ds))]), cfg.data.mean, cfg.data.std)
+        logits = model.eval()(clips)
     expected = logits.softmax(-1).view(7, 3, 4).double().mean(1)
     torch.testing.assert_close(merged.scores, expected.to(merged.scores.dtype), atol=1e-5, rtol=0)
 

@@ -23,7 +23,8 @@ message and attributes intact, whether a worker or the main process loaded them.
 re-raise a worker's error rebuilt from its class and a traceback text ("Caught ... in DataLoader
 worker process 0" and the worker's traceback).
 
-Item formats:
+Item formats (video clips are uint8, normalised on the device by the steps: `device.py`; image
+datasets give normalised float images):
 - `PretrainDataset`: clips (num_sample, C, T, H, W).
 - `VideoClsDataset`: (clip (C, T, H, W), label); with num_sample > 1 in training
   (clips (num_sample, C, T, H, W), labels (num_sample,)).
@@ -401,7 +402,9 @@ def image_folder_samples(root: str) -> Tuple[List[Sample], List[str]]:
 
 class ImageDataset(Dataset):
     """Images from a list or folder; `with_label=False` returns the image only (pretraining).
-    Augmentations are seeded per (seed, epoch, index) like the video datasets."""
+    Augmentations are seeded per (seed, epoch, index) like the video datasets. Unlike the video
+    clips, images leave the workers normalised (and erased) as float32: timm's image transforms
+    do it there, and the steps only move and cast them (`device.to_model_input`)."""
 
     def __init__(self, samples: Sequence[Sample], transform: Callable, *, with_label: bool = True, seed: int = 0):
         if not samples:
@@ -495,25 +498,23 @@ def build_dataset(cfg, split: str, scan_progress: bool = False):
     common = dict(backend=d.reader, fallback=d.reader == "decord")
     sampling = DATASET_SAMPLING[d.dataset]
     if split == "pretrain":
-        transform = PretrainTransform(size, d.mean, d.std, a.pretrain_scales)
+        transform = PretrainTransform(size, a.pretrain_scales)
         ds = PretrainDataset(samples, num_frames=m.num_frames, sampling_rate=d.sampling_rate,
                              transform=transform, num_sample=d.num_sample, seed=cfg.run.seed,
                              max_bad_fraction=d.max_bad_fraction, **common)
     elif split == "train":
-        transform = TrainTransform(size, d.mean, d.std, flip=allows_flip(d.dataset), scale=a.crop_scale,
-                                   ratio=a.crop_ratio, rand_augment=a.rand_augment,
-                                   interpolation=a.train_interpolation, reprob=a.reprob,
-                                   remode=a.remode, recount=a.recount)
+        transform = TrainTransform(size, flip=allows_flip(d.dataset), scale=a.crop_scale, ratio=a.crop_ratio,
+                                   rand_augment=a.rand_augment, interpolation=a.train_interpolation)
         ds = VideoClsDataset(samples, mode="train", sampling=sampling, num_frames=m.num_frames,
                              sampling_rate=d.sampling_rate, transform=transform,
                              num_sample=d.num_sample, seed=cfg.run.seed,
                              max_bad_fraction=d.max_bad_fraction, **common)
     elif split == "val":
-        transform = EvalTransform(size, d.short_side_size, d.mean, d.std, num_crops=1)
+        transform = EvalTransform(size, d.short_side_size, num_crops=1)
         ds = VideoClsDataset(samples, mode="val", sampling=sampling, num_frames=m.num_frames,
                              sampling_rate=d.sampling_rate, transform=transform, **common)
     else:
-        transform = EvalTransform(size, d.short_side_size, d.mean, d.std, num_crops=d.test_num_spatial_crops)
+        transform = EvalTransform(size, d.short_side_size, num_crops=d.test_num_spatial_crops)
         ds = VideoTestDataset(samples, sampling=sampling, num_frames=m.num_frames,
                               sampling_rate=d.sampling_rate, num_temporal_views=cfg.num_temporal_views,
                               num_spatial_crops=d.test_num_spatial_crops, transform=transform, **common)

@@ -1,13 +1,16 @@
-"""Clip transforms (docs/recipes.md#augmentation): decoded uint8 frames (T, H, W, 3) -> float32 (C, T, H, W).
+"""Clip transforms (docs/recipes.md#augmentation): decoded uint8 frames (T, H, W, 3) -> uint8 (C, T, H, W).
 
-Geometry, flips and normalisation run on uint8 torch tensors (T, C, H, W) with
-torchvision.transforms.v2.functional, one call for the whole clip. Random parameters come from a
-per-sample `random.Random`, so a clip depends only on (seed, epoch, index), not on the worker.
+Geometry and flips run on uint8 torch tensors (T, C, H, W) with torchvision.transforms.v2.functional,
+one call for the whole clip. Random parameters come from a per-sample `random.Random`, so a clip
+depends only on (seed, epoch, index), not on the worker.
+
+Clips leave the workers as uint8; normalisation and random erasing run in the training and
+evaluation steps, on the device, on the whole batch (`device.py`). The 2D image transforms
+(`image_*_transform`, timm's) still return normalised float images.
 
 RandAugment is timm's policy run on the clip tensor (`randaugment.RandAugment`): one draw per
 clip, the same ops and magnitudes on every frame, computed only where the random resized crop
-that follows looks. Random erasing is timm's; it sees the clip as one (C·T, H, W) image, so one
-box covers all frames.
+that follows looks.
 """
 from __future__ import annotations
 
@@ -35,19 +38,27 @@ def allows_flip(dataset: str) -> bool:
 
 
 @contextlib.contextmanager
-def seeded_globals(seed: int):
-    """Seed Python's, NumPy's and torch's CPU generators for code that only uses the globals (timm);
-    the previous states come back afterwards."""
+def seeded_globals(seed: int, device: Optional[torch.device] = None):
+    """Seed Python's, NumPy's and torch's CPU generators (and the generator of a CUDA `device`) for
+    code that only uses the globals (timm); the previous states come back afterwards."""
+    gpu = torch.device(device) if device is not None and torch.device(device).type == "cuda" else None
+    if gpu is not None and gpu.index is None:
+        gpu = torch.device("cuda", torch.cuda.current_device())
     py_state, np_state, torch_state = random.getstate(), np.random.get_state(), torch.get_rng_state()
+    gpu_state = torch.cuda.get_rng_state(gpu) if gpu is not None else None
     try:
         random.seed(seed)
         np.random.seed(seed % 2**32)
         torch.default_generator.manual_seed(seed)
+        if gpu is not None:
+            torch.cuda.default_generators[gpu.index].manual_seed(seed)
         yield
     finally:
         random.setstate(py_state)
         np.random.set_state(np_state)
         torch.set_rng_state(torch_state)
+        if gpu is not None:
+            torch.cuda.set_rng_state(gpu_state, gpu)
 
 
 def to_tensor(frames: np.ndarray) -> torch.Tensor:
@@ -55,15 +66,9 @@ def to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)
 
 
-def normalize(clip: torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """uint8 (T, C, H, W) -> float32 (C, T, H, W), (x/255 − mean)/std as x·a + b: two passes
-    (the multiply converts and transposes into the output), half the time of four."""
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(-1, 1, 1, 1)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(-1, 1, 1, 1)
-    t, c, h, w = clip.shape
-    out = torch.empty((c, t, h, w), dtype=torch.float32)
-    torch.mul(clip.permute(1, 0, 2, 3), scale, out=out)
-    return out.add_(shift)
+def channels_first(clip: torch.Tensor) -> torch.Tensor:
+    """(T, C, H, W) -> (C, T, H, W), the clip layout the models take (a view: collating copies)."""
+    return clip.permute(1, 0, 2, 3)
 
 
 def resize_short_side(clip: torch.Tensor, size: int) -> torch.Tensor:
@@ -125,32 +130,29 @@ def multi_scale_crop_params(
 
 
 class PretrainTransform:
-    """Multi-scale crop, resize to `input_size`, normalise; no flip, no colour jitter (reference)."""
+    """Multi-scale crop, resize to `input_size`; no flip, no colour jitter (reference)."""
 
-    def __init__(self, input_size: int, mean: Sequence[float], std: Sequence[float],
-                 scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66)):
-        self.input_size, self.mean, self.std, self.scales = input_size, mean, std, tuple(scales)
+    def __init__(self, input_size: int, scales: Sequence[float] = (1.0, 0.875, 0.75, 0.66)):
+        self.input_size, self.scales = input_size, tuple(scales)
 
     def __call__(self, frames: np.ndarray, rng: random.Random) -> torch.Tensor:
         clip = to_tensor(frames)
         top, left, h, w = multi_scale_crop_params(*clip.shape[-2:], self.input_size, self.scales, rng)
         clip = TF.resized_crop(clip, top, left, h, w, [self.input_size] * 2,
                                interpolation=InterpolationMode.BILINEAR, antialias=True)
-        return normalize(clip, self.mean, self.std)
+        return channels_first(clip)
 
 
 class TrainTransform:
-    """Finetuning: RandAugment (one draw per clip) -> random resized crop -> flip -> normalise
-    -> random erasing (one box per clip).
+    """Finetuning: RandAugment (one draw per clip) -> random resized crop -> flip. Normalisation
+    and random erasing follow in the training step (`device.ClipErasing`).
 
     `flip` comes from the dataset kind (`allows_flip`), never from a string option.
     """
 
-    def __init__(self, input_size: int, mean: Sequence[float], std: Sequence[float], *,
-                 flip: bool, scale: Sequence[float] = (0.08, 1.0), ratio: Sequence[float] = (3 / 4, 4 / 3),
-                 rand_augment: str = "", interpolation: str = "bicubic",
-                 reprob: float = 0.0, remode: str = "pixel", recount: int = 1):
-        self.input_size, self.mean, self.std = input_size, mean, std
+    def __init__(self, input_size: int, *, flip: bool, scale: Sequence[float] = (0.08, 1.0),
+                 ratio: Sequence[float] = (3 / 4, 4 / 3), rand_augment: str = "", interpolation: str = "bicubic"):
+        self.input_size = input_size
         self.flip, self.scale, self.ratio = flip, tuple(scale), tuple(ratio)
         self.rand_augment = None
         if rand_augment:
@@ -160,12 +162,6 @@ class TrainTransform:
             except ValueError as e:
                 raise ValueError(f"aug.rand_augment={rand_augment!r} is not a timm RandAugment spec "
                                  f"like 'rand-m7-n4-mstd0.5-inc1' ({e})") from None
-        self.erase = None
-        if reprob > 0:
-            from timm.data.random_erasing import RandomErasing
-
-            self.erase = RandomErasing(probability=reprob, mode=remode, max_count=recount,
-                                       num_splits=0, device="cpu")
 
     def __call__(self, frames: np.ndarray, rng: random.Random) -> torch.Tensor:
         clip = to_tensor(frames)
@@ -176,34 +172,26 @@ class TrainTransform:
         clip = TF.resize(clip, [self.input_size] * 2, interpolation=InterpolationMode.BILINEAR, antialias=True)
         if self.flip and rng.random() < 0.5:
             clip = clip.flip(-1)
-        x = normalize(clip, self.mean, self.std)
-        if self.erase is not None:
-            c, t, hh, ww = x.shape
-            with seeded_globals(rng.getrandbits(63)):
-                self.erase(x.view(c * t, hh, ww))  # in place; one box across all frames
-        return x
+        return channels_first(clip)
 
 
 class EvalTransform:
     """Resize the short side to `short_side_size`, then crop spatial view `spatial_view` of
     `num_crops` squares of `input_size` (spread along the long side; 1 = centre)."""
 
-    def __init__(self, input_size: int, short_side_size: int, mean: Sequence[float],
-                 std: Sequence[float], num_crops: int = 1):
+    def __init__(self, input_size: int, short_side_size: int, num_crops: int = 1):
         if short_side_size < input_size:
             raise ValueError(f"short side {short_side_size} is smaller than the crop {input_size}")
-        self.input_size, self.short_side_size = input_size, short_side_size
-        self.mean, self.std, self.num_crops = mean, std, num_crops
+        self.input_size, self.short_side_size, self.num_crops = input_size, short_side_size, num_crops
 
     def resize(self, frames: np.ndarray) -> torch.Tensor:
         return resize_short_side(to_tensor(frames), self.short_side_size)
 
     def crop(self, clip: torch.Tensor, spatial_view: int = 0) -> torch.Tensor:
-        """Crop a clip returned by `resize` and normalise it."""
+        """Crop a clip returned by `resize`: uint8 (C, T, input_size, input_size)."""
         offsets = spatial_crop_offsets(*clip.shape[-2:], self.input_size, self.num_crops)
         top, left = offsets[spatial_view]
-        clip = clip[..., top:top + self.input_size, left:left + self.input_size]
-        return normalize(clip, self.mean, self.std)
+        return channels_first(clip[..., top:top + self.input_size, left:left + self.input_size])
 
     def __call__(self, frames: np.ndarray, spatial_view: int = 0) -> torch.Tensor:
         return self.crop(self.resize(frames), spatial_view)

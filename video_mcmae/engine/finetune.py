@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
 from video_mcmae.data.datasets import Loader, build_dataset
+from video_mcmae.data.device import ClipErasing, build_erasing, step_seed, to_model_input
 from video_mcmae.data.lists import DataListError
 from video_mcmae.data.samplers import StridedShardSampler
 from video_mcmae.data.transforms import VideoMixup, build_mixup
@@ -46,13 +47,15 @@ def val_loader(cfg: Config, rank: int, world_size: int) -> Loader:
 
 
 @torch.no_grad()
-def evaluate(engine, loader: DataLoader, topk: List[int], num_classes: int) -> Dict[str, float]:
-    """Loss and top-k accuracy (%) over the whole validation set, summed over ranks."""
+def evaluate(engine, loader: DataLoader, topk: List[int], num_classes: int, mean: Sequence[float],
+             std: Sequence[float]) -> Dict[str, float]:
+    """Loss and top-k accuracy (%) over the whole validation set (clips normalised with `mean`/`std`
+    on the device), summed over ranks."""
     engine.eval()
     ks = sorted({min(k, num_classes) for k in topk})
     sums = torch.zeros(2 + len(ks), dtype=torch.float64, device=engine.device)  # loss, count, hits per k
     for x, y in loader:
-        x = x.to(engine.device, dtype=input_dtype(engine), non_blocking=True)
+        x = to_model_input(x, engine.device, mean, std, input_dtype(engine))
         y = y.to(engine.device, non_blocking=True)
         logits = engine(x).float()
         sums[0] += nn.functional.cross_entropy(logits, y, reduction="sum")
@@ -112,12 +115,17 @@ def _criterion(cfg: Config, mixup: Optional[VideoMixup]) -> nn.Module:
     return nn.CrossEntropyLoss()
 
 
-def finetune_step(mixup: Optional[VideoMixup], criterion: nn.Module) -> StepFn:
-    """The training step: clips and labels (mixed by `mixup` when on) -> classifier loss."""
+def finetune_step(mixup: Optional[VideoMixup], criterion: nn.Module, mean: Sequence[float], std: Sequence[float],
+                  erasing: Optional[ClipErasing] = None) -> StepFn:
+    """The training step: clips normalised with `mean`/`std` on the device, erased by `erasing`
+    (seeded from the step's generator) and mixed with their labels by `mixup` when on ->
+    classifier loss. Mixup and the loss run in float32, the model in the engine's dtype."""
 
     def step(engine, batch, generator: torch.Generator) -> torch.Tensor:
         x, y = batch
-        x, y = x.to(engine.device, non_blocking=True), y.to(engine.device, non_blocking=True)
+        x, y = to_model_input(x, engine.device, mean, std), y.to(engine.device, non_blocking=True)
+        if erasing is not None:
+            x = erasing(x, step_seed(generator))
         if mixup is not None:
             x, y = mixup(x, y)
         return criterion(engine(x.to(input_dtype(engine))).float(), y)
@@ -138,7 +146,8 @@ class Validation:
         cfg = run.cfg
         if run.epoch % cfg.run.eval_every and run.epoch != cfg.optim.epochs:
             return {"best_acc1": self.best, "linprobe": self.linprobe}
-        self.last = evaluate(self.engine, self.loader, cfg.test.topk, cfg.model.num_classes)
+        self.last = evaluate(self.engine, self.loader, cfg.test.topk, cfg.model.num_classes,
+                             cfg.data.mean, cfg.data.std)
         improved = self.last["acc1"] > self.best
         self.best = max(self.best, self.last["acc1"])
         run.logger.log_epoch(run.epoch, run.global_step, {**self.last, "best_acc1": self.best}, prefix="val")
@@ -172,13 +181,15 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
         if eval_only:
             if resume:
                 ckpt.load_checkpoint(engine, resume, module_only=True)
-            metrics = evaluate(engine, val, cfg.test.topk, cfg.model.num_classes)
+            metrics = evaluate(engine, val, cfg.test.topk, cfg.model.num_classes, cfg.data.mean, cfg.data.std)
             run.logger.log_epoch(0, 0, metrics, prefix="val")
             return metrics
         resume_engine(run, engine)
         mixup = build_mixup(cfg.aug, cfg.model.num_classes)
         validation = Validation(engine, val, names, linprobe, float(run.client.get("best_acc1", float("-inf"))))
-        fit(run, engine, optimizer, names, loader, steps, finetune_step(mixup, _criterion(cfg, mixup)), validation)
+        step = finetune_step(mixup, _criterion(cfg, mixup), cfg.data.mean, cfg.data.std,
+                             build_erasing(cfg.aug, cfg.data.dataset))
+        fit(run, engine, optimizer, names, loader, steps, step, validation)
         run.logger.info(f"done: {run.epoch} epochs, best acc1 {validation.best:.2f}")
         return validation.last
     finally:

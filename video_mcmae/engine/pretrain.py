@@ -7,27 +7,33 @@ from __future__ import annotations
 
 import argparse
 import math
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
+from video_mcmae.data.device import to_model_input
 from video_mcmae.engine.deepspeed_config import input_dtype
 from video_mcmae.engine.trainer import (
-    Run, add_run_args, config_from_args, fit, make_engine, resume_engine, start_run, train_loader,
+    Run, StepFn, add_run_args, config_from_args, fit, make_engine, resume_engine, start_run, train_loader,
 )
 from video_mcmae.models import build_model, is_pretraining
 
 
-def pretrain_step(engine, batch, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, float]]:
-    """-> (loss, the trivial baselines of this batch and mask, and the loss over the best of them)."""
-    x = batch[0] if isinstance(batch, (list, tuple)) else batch
-    x = x.to(engine.device, dtype=input_dtype(engine), non_blocking=True)
-    loss, _, mask = engine(x, generator=generator)
-    baselines = engine.module.trivial_baselines(x, mask)
-    best = min(baselines.values())
-    return loss, {**baselines, "loss_vs_best_baseline": loss.item() / best if best > 0 else math.nan}
+def pretrain_step(mean: Sequence[float], std: Sequence[float]) -> StepFn:
+    """The training step for clips normalised with `mean`/`std` (config data.mean/std) on the device:
+    -> (loss, the trivial baselines of this batch and mask, and the loss over the best of them)."""
+
+    def step(engine, batch, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, float]]:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        x = to_model_input(x, engine.device, mean, std, input_dtype(engine))
+        loss, _, mask = engine(x, generator=generator)
+        baselines = engine.module.trivial_baselines(x, mask)
+        best = min(baselines.values())
+        return loss, {**baselines, "loss_vs_best_baseline": loss.item() / best if best > 0 else math.nan}
+
+    return step
 
 
 def run_pretrain(cfg: Config, resume: str = "", auto_resume: bool = False) -> Run:
@@ -38,7 +44,7 @@ def run_pretrain(cfg: Config, resume: str = "", auto_resume: bool = False) -> Ru
         _, loader, steps = train_loader(run, "pretrain")  # data errors surface before the engine starts
         engine, optimizer, names = make_engine(run, build_model(cfg.model, data=cfg.data))
         resume_engine(run, engine)
-        fit(run, engine, optimizer, names, loader, steps, pretrain_step)
+        fit(run, engine, optimizer, names, loader, steps, pretrain_step(cfg.data.mean, cfg.data.std))
         run.logger.info(f"done: {run.epoch} epochs, global step {run.global_step}")
     finally:
         run.logger.close()

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from video_mcmae.cli import run_cli
 from video_mcmae.config import ConfigError, ModelConfig, add_config_args, load_config
 from video_mcmae.data.datasets import Loader, PartialBatch, build_dataset, build_loader
+from video_mcmae.data.device import to_model_input
 from video_mcmae.data.readers import VideoReadError
 from video_mcmae.engine import distributed
 from video_mcmae.models import build_model, is_pretraining
@@ -86,8 +87,8 @@ def autocast_dtype(precision: str, device: torch.device) -> Optional[torch.dtype
 
 @torch.no_grad()
 def collect_views(model: torch.nn.Module, loader, device: torch.device, dtype: Optional[torch.dtype],
-                  progress: bool = False) -> Tuple[ViewCollector, str]:
-    """Logits of every view this rank's loader yields.
+                  mean: Sequence[float], std: Sequence[float], progress: bool = False) -> Tuple[ViewCollector, str]:
+    """Logits of every view this rank's loader yields (clips normalised with `mean`/`std` on `device`).
 
     A video that passed the scan but fails to decode now (a `Loader` over a `VideoTestDataset`
     reports it in a `PartialBatch`) is excluded like the scan's unreadable videos: it is added to
@@ -108,7 +109,7 @@ def collect_views(model: torch.nn.Module, loader, device: torch.device, dtype: O
                     continue
                 batch = batch.batch
             clip, label, video, t, s = batch
-            clip = clip.to(device, non_blocking=True)
+            clip = to_model_input(clip, device, mean, std)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 logits = model(clip)
             collector.add(logits.float(), label, video, t, s)
@@ -174,7 +175,8 @@ def run_test(cfg, checkpoint: str, overwrite: bool = False) -> Optional[Dict[str
         remove_shards(shard_dir)
     run_id = distributed.broadcast_object(uuid.uuid4().hex)
     distributed.barrier()  # old shards are gone before any rank writes
-    collector, error = collect_views(model, loader, info.device, dtype, progress=info.is_main)
+    collector, error = collect_views(model, loader, info.device, dtype, cfg.data.mean, cfg.data.std,
+                                     progress=info.is_main)
     meta = {"checkpoint": os.path.abspath(checkpoint), "config": cfg.to_dict(),
             "class_names": getattr(dataset, "class_names", None)}
     shard = make_shard(collector, manifest, rank=info.rank, world_size=info.world_size, run_id=run_id,
