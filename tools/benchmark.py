@@ -7,6 +7,15 @@ ms/step and peak memory, one row per combination of the listed modes.
         --mask-ratio 0.9 --sparse on off --kernel triton torch --compile off on --json pretrain.json
     python tools/benchmark.py train --model videoconvvit_base_patch16 --batch 32 --precision bf16
 
+Loader feeding the pretraining step (does the loader keep up?): the pretraining DataLoader over a
+video list (the run's dataset, uint8 clips from `--workers` processes, pinned on a GPU) alone, the
+step alone on one cached loader batch (copied and normalised on the device every step), and both
+together, each as delivered clips/s (wall clock, after `--warmup` batches):
+
+    python tools/benchmark.py loader --model videoconvmae_base_patch16 --list k400/train.csv \
+        --data-root k400 --workers 16 --batch 32 --num-sample 2 --precision bf16 --mask-ratio 0.9 \
+        --sparse on --kernel triton --json loader.json
+
 Depthwise conv alone (fwd and fwd+bwd ms, achieved GB/s against a measured device-to-device
 copy; output error against an fp32 torch reference): dense through the kernel, through torch
 (channels-last, what the models would otherwise run) and conv3d/conv2d on a channels-first tensor
@@ -34,6 +43,9 @@ import torch.nn.functional as F
 import timm
 
 from video_mcmae.cli import run_cli
+from video_mcmae.config import Config, ConfigError
+from video_mcmae.data.datasets import build_loader, set_epoch
+from video_mcmae.data.device import to_model_input
 from video_mcmae.models import PRESETS, dwconv, is_pretraining
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -84,17 +96,16 @@ def _build_model(args, sparse_on: bool, kernel: str, device: torch.device):
     return timm.create_model(args.model, **overrides).to(device).train(), pretrain
 
 
-def bench_train(args, sparse_on: bool, kernel: str, compiled: bool, device: torch.device) -> dict:
-    torch.manual_seed(0)
-    model, pretrain = _build_model(args, sparse_on, kernel, device)
-    clip = torch.randn(args.batch, model.in_chans, *model.input_size, device=device)
-    labels = torch.randint(0, max(getattr(model, "num_classes", 1), 1), (args.batch,), device=device)
+def _train_step(model, pretrain: bool, compiled: bool, precision: str, device: torch.device,
+                batch: int) -> Callable[[torch.Tensor], None]:
+    """step(clip): forward + backward + AdamW step (autocast in `precision`; random labels)."""
+    labels = torch.randint(0, max(getattr(model, "num_classes", 1), 1), (batch,), device=device)
     forward = torch.compile(model) if compiled else model
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=device.type == "cuda")
-    dtype = DTYPES[args.precision]
+    dtype = DTYPES[precision]
     scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
 
-    def step():
+    def step(clip: torch.Tensor) -> None:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             out = forward(clip)
             loss = out[0] if pretrain else F.cross_entropy(out.float(), labels)
@@ -103,12 +114,69 @@ def bench_train(args, sparse_on: bool, kernel: str, compiled: bool, device: torc
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
 
+    return step
+
+
+def bench_train(args, sparse_on: bool, kernel: str, compiled: bool, device: torch.device) -> dict:
+    torch.manual_seed(0)
+    model, pretrain = _build_model(args, sparse_on, kernel, device)
+    clip = torch.randn(args.batch, model.in_chans, *model.input_size, device=device)
+    step = _train_step(model, pretrain, compiled, args.precision, device, args.batch)
     _reset_peak(device)
-    ms = time_ms(step, device, args.steps, args.warmup)
+    ms = time_ms(lambda: step(clip), device, args.steps, args.warmup)
     return dict(bench="train", model=args.model, task="pretrain" if pretrain else "finetune",
                 batch=args.batch, input=list(model.input_size), precision=args.precision,
                 sparse=sparse_on if pretrain else None, kernel=kernel, compile=compiled,
                 ms_per_step=ms, clips_per_s=args.batch * 1e3 / ms, peak_mem_mib=_peak_mib(device))
+
+
+# -- loader feeding the pretraining step ------------------------------------------------------------
+def _loader_config(args, model) -> Config:
+    """The pretraining data config of a run with these settings (the defaults of `Config` elsewhere)."""
+    if args.batch % args.num_sample:
+        raise ConfigError(f"--batch {args.batch} clips must be a multiple of --num-sample {args.num_sample} "
+                          "(each video gives num_sample clips)")
+    cfg = Config()
+    d = cfg.data
+    d.dataset, d.train_list, d.data_root, d.reader = args.dataset, args.list, args.data_root, args.reader
+    d.num_workers, d.num_sample, d.sampling_rate, d.pin_memory = args.workers, args.num_sample, args.rate, True
+    cfg.model.num_frames, cfg.model.img_size = model.input_size[0], model.input_size[-1]
+    cfg.optim.batch_size = args.batch // args.num_sample
+    return cfg
+
+
+def _batches(loader):
+    """The loader's batches over epochs, without end."""
+    epoch = 0
+    while True:
+        set_epoch(loader, epoch)
+        yield from loader
+        epoch += 1
+
+
+def bench_loader(args, device: torch.device) -> dict:
+    if not (is_pretraining(args.model) and args.model.startswith("video")):
+        raise ConfigError(f"--model {args.model}: the loader benchmark feeds a video pretraining preset "
+                          "(videoconvmae_*)")
+    torch.manual_seed(0)
+    model, pretrain = _build_model(args, args.sparse[0] == "on", args.kernel[0], device)
+    cfg = _loader_config(args, model)
+    batches = _batches(build_loader(cfg, "pretrain"))
+    step = _train_step(model, pretrain, args.compile[0] == "on", args.precision, device, args.batch)
+    mean, std = cfg.data.mean, cfg.data.std
+    cached = next(batches)  # the workers' start-up and first decodes are not throughput
+    loader_ms = time_ms(lambda: next(batches), torch.device("cpu"), args.steps, args.warmup)
+    _reset_peak(device)
+    model_ms = time_ms(lambda: step(to_model_input(cached, device, mean, std)), device, args.steps, args.warmup)
+    both_ms = time_ms(lambda: step(to_model_input(next(batches), device, mean, std)), device, args.steps, args.warmup)
+    rate = {name: args.batch * 1e3 / ms for name, ms in (("loader", loader_ms), ("model", model_ms), ("both", both_ms))}
+    return dict(bench="loader", model=args.model, batch=args.batch, num_sample=args.num_sample, workers=args.workers,
+                input=list(model.input_size), precision=args.precision, sparse=args.sparse[0] == "on",
+                kernel=args.kernel[0], compile=args.compile[0] == "on",
+                batch_dtype=str(cached.dtype).replace("torch.", ""),
+                batch_mib=cached.nbytes / 2**20, loader_clips_per_s=rate["loader"], model_clips_per_s=rate["model"],
+                both_clips_per_s=rate["both"], loader_keeps_up=rate["both"] >= 0.95 * rate["model"],
+                peak_mem_mib=_peak_mib(device))
 
 
 # -- depthwise conv -------------------------------------------------------------------------------
@@ -208,6 +276,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 TRAIN_COLUMNS = ("model", "task", "batch", "input", "precision", "sparse", "kernel", "compile",
                  "ms_per_step", "clips_per_s", "peak_mem_mib")
+LOADER_COLUMNS = ("model", "batch", "num_sample", "workers", "input", "precision", "batch_dtype", "batch_mib",
+                  "loader_clips_per_s", "model_clips_per_s", "both_clips_per_s", "loader_keeps_up", "peak_mem_mib")
 DWCONV_COLUMNS = ("case", "shape", "kernel", "precision", "visible", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_gbs",
                   "copy_gbs", "fraction_of_copy", "max_rel_err", "peak_mem_mib")
 
@@ -222,18 +292,31 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     common.add_argument("--warmup", type=int, default=3, help="untimed iterations first")
     common.add_argument("--json", type=Path, help="also write the results here")
 
-    train = sub.add_parser("train", parents=[common], help="full training step of a preset")
-    train.add_argument("--model", required=True, choices=PRESETS, metavar="PRESET", help="preset name")
-    train.add_argument("--batch", type=int, default=32)
-    train.add_argument("--frames", type=int, help="num_frames override (video presets)")
-    train.add_argument("--img-size", type=int, help="img_size override")
-    train.add_argument("--mask-ratio", type=float, help="pretraining mask ratio override")
-    train.add_argument("--num-classes", type=int, help="classifier classes override")
-    train.add_argument("--sparse", nargs="+", choices=("on", "off"), default=["on"],
+    model = argparse.ArgumentParser(add_help=False)
+    model.add_argument("--model", required=True, choices=PRESETS, metavar="PRESET", help="preset name")
+    model.add_argument("--batch", type=int, default=32, help="clips per step")
+    model.add_argument("--frames", type=int, help="num_frames override (video presets)")
+    model.add_argument("--img-size", type=int, help="img_size override")
+    model.add_argument("--mask-ratio", type=float, help="pretraining mask ratio override")
+    model.add_argument("--sparse", nargs="+", choices=("on", "off"), default=["on"],
                        help="visible-only conv stages (pretraining); several values give several rows")
-    train.add_argument("--kernel", nargs="+", choices=dwconv.BACKENDS, default=["auto"],
+    model.add_argument("--kernel", nargs="+", choices=dwconv.BACKENDS, default=["auto"],
                        help="depthwise-conv backend (auto defers to $VIDEO_MCMAE_DWCONV when set)")
-    train.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off"], help="torch.compile")
+    model.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off"], help="torch.compile")
+
+    train = sub.add_parser("train", parents=[common, model], help="full training step of a preset")
+    train.add_argument("--num-classes", type=int, help="classifier classes override")
+
+    loader = sub.add_parser("loader", parents=[common, model],
+                            help="pretraining loader alone, step alone, both (the first --sparse/--kernel/--compile)")
+    loader.add_argument("--list", required=True, help="training list (tools/make_synthetic_dataset.py writes one)")
+    loader.add_argument("--data-root", default="")
+    loader.add_argument("--dataset", choices=("k400", "ssv2"), default="k400")
+    loader.add_argument("--reader", choices=("decord", "pyav"), default="decord",
+                        help="data.reader (decord falls back to PyAV for a file it cannot read)")
+    loader.add_argument("--workers", type=int, default=16, help="DataLoader worker processes")
+    loader.add_argument("--num-sample", type=int, default=2, help="clips per decoded video (the recipe's 2)")
+    loader.add_argument("--rate", type=int, default=4, help="data.sampling_rate")
 
     dw = sub.add_parser("dwconv", parents=[common], help="depthwise-conv micro-benchmark")
     dw.add_argument("--shape", type=int, nargs="+", default=[32, 256, 8, 56, 56], help="B C T H W or B C H W")
@@ -251,6 +334,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
         combos = itertools.product(args.sparse, args.kernel, args.compile)
         results = [bench_train(args, s == "on", k, c == "on", device) for s, k, c in combos]
         columns = TRAIN_COLUMNS
+    elif args.bench == "loader":
+        results = [bench_loader(args, device)]
+        columns = LOADER_COLUMNS
     else:
         results = bench_dwconv(args, device)
         columns = DWCONV_COLUMNS

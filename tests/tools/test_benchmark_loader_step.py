@@ -1,0 +1,45 @@
+"""tools/benchmark.py loader: the pretraining loader alone, the step alone, both (tiny, on the CPU)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from video_mcmae.config import ConfigError
+
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
+
+
+@pytest.fixture(scope="module")
+def benchmark():
+    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_loader_feeding_the_pretraining_step(benchmark, synthetic_root, tmp_path, capsys, workers):
+    out = tmp_path / "loader.json"
+    (row,) = benchmark.main([
+        "loader", "--model", "videoconvmae_tiny_patch16", "--frames", "4", "--img-size", "32", "--batch", "4",
+        "--num-sample", "2", "--list", str(synthetic_root / "k400" / "train.csv"),
+        "--data-root", str(synthetic_root / "k400"), "--reader", "pyav", "--workers", str(workers), "--rate", "2",
+        "--steps", "2", "--warmup", "1", "--precision", "fp32", "--kernel", "torch", "--device", "cpu",
+        "--json", str(out)])
+    assert row["batch_dtype"] == "uint8" and row["batch_mib"] == pytest.approx(4 * 3 * 4 * 32 * 32 / 2**20)
+    assert row["input"] == [4, 32, 32] and row["workers"] == workers and row["num_sample"] == 2
+    for key in ("loader_clips_per_s", "model_clips_per_s", "both_clips_per_s"):
+        assert row[key] > 0
+    assert row["loader_keeps_up"] == (row["both_clips_per_s"] >= 0.95 * row["model_clips_per_s"])
+    assert json.loads(out.read_text())["results"] == [row]
+    assert "both_clips_per_s" in capsys.readouterr().out
+
+
+def test_loader_mode_refuses_a_classifier_and_an_odd_batch(benchmark, synthetic_root):
+    common = ["--frames", "4", "--img-size", "32", "--list", str(synthetic_root / "k400" / "train.csv"),
+              "--data-root", str(synthetic_root / "k400"), "--workers", "0", "--device", "cpu"]
+    with pytest.raises(ConfigError, match="video pretraining preset"):
+        benchmark.main(["loader", "--model", "videoconvvit_tiny_patch16", *common])
+    with pytest.raises(ConfigError, match="multiple of --num-sample 2"):
+        benchmark.main(["loader", "--model", "videoconvmae_tiny_patch16", "--batch", "3", *common])
