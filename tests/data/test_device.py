@@ -11,7 +11,7 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from video_mcmae.data.datasets import sample_rng
-from video_mcmae.data.device import ClipErasing, build_erasing, normalize_batch, step_seed, to_model_input
+from video_mcmae.data.device import ClipErasing, StepSeeds, build_erasing, normalize_batch, to_model_input
 from video_mcmae.data.sampling import spatial_crop_offsets
 from video_mcmae.data.transforms import (
     EvalTransform,
@@ -148,10 +148,17 @@ def test_erasing_probability_seeding_and_the_global_generators():
         erase(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), seed=0)
 
 
-def test_step_seed_and_build_erasing():
-    g = torch.Generator().manual_seed(3)
-    first = step_seed(g)
-    assert step_seed(torch.Generator().manual_seed(3)) == first and step_seed(g) != first
+def test_step_seeds_repeat_per_generator_seed_and_call_and_build_erasing():
+    seeds, g = StepSeeds(), torch.Generator().manual_seed(3)
+    epoch = [seeds(g) for _ in range(3)]
+    assert len(set(epoch)) == 3
+    assert torch.equal(g.get_state(), torch.Generator().manual_seed(3).get_state())  # the step generator is not drawn
+    g.manual_seed(4)  # the next epoch
+    assert seeds(g) not in epoch
+    g.manual_seed(3)  # a resumed run re-seeds like the first epoch, with fresh StepSeeds
+    assert [StepSeeds()(g)] == epoch[:1]
+    fresh, g3 = StepSeeds(), torch.Generator().manual_seed(3)
+    assert [fresh(g3) for _ in range(3)] == epoch
 
     class Aug:
         reprob, remode, recount = 0.25, "pixel", 1

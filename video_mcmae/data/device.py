@@ -11,12 +11,24 @@ the workers; `to_model_input` only moves and casts those.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+import functools
+from typing import Optional, Sequence, Tuple
 
 import torch
 from timm.data.random_erasing import RandomErasing
 
 from .transforms import seeded_globals
+
+
+@functools.lru_cache(maxsize=16)
+def _affine(mean: Tuple[float, ...], std: Tuple[float, ...], ndim: int,
+            device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(a, b) per channel, broadcastable over (B, C, ...), made once per device: a host-to-device
+    copy every step would wait for the device."""
+    shape = (1, -1) + (1,) * (ndim - 2)
+    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(shape)
+    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(shape)
+    return scale.to(device), shift.to(device)
 
 
 def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float],
@@ -25,9 +37,7 @@ def normalize_batch(x: torch.Tensor, mean: Sequence[float], std: Sequence[float]
     x·a + b (one fused multiply-add; a = 1/(255·std), b = −mean/std per channel)."""
     if x.dtype != torch.uint8:
         raise TypeError(f"normalize_batch takes uint8 clips, got {x.dtype}")
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    scale = torch.tensor([1.0 / (255.0 * s) for s in std], dtype=torch.float32).view(shape).to(x.device)
-    shift = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32).view(shape).to(x.device)
+    scale, shift = _affine(tuple(map(float, mean)), tuple(map(float, std)), x.ndim, x.device)
     out = torch.addcmul(shift, x, scale)
     return out if dtype == torch.float32 else out.to(dtype)
 
@@ -42,10 +52,23 @@ def to_model_input(x: torch.Tensor, device: torch.device, mean: Sequence[float],
     return x.to(dtype)
 
 
-def step_seed(generator: torch.Generator) -> int:
-    """A 62-bit seed drawn from a step's generator (any device): reproducible per (seed, epoch, step)
-    because the training loop re-seeds the generator every epoch."""
-    return int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+class StepSeeds:
+    """One 62-bit seed per call for a step's random ops, repeatable per (the step generator's seed,
+    call): the training loop re-seeds that generator by (seed, epoch, rank) every epoch, so the seeds
+    repeat per (seed, epoch, rank, step), also after a resume at an epoch boundary. They come from a
+    CPU generator re-seeded whenever the step generator's seed changes, not from the step generator
+    itself: a draw on the device would make the host wait for the device every step."""
+
+    def __init__(self):
+        self._seed: Optional[int] = None
+        self._cpu = torch.Generator()
+
+    def __call__(self, generator: torch.Generator) -> int:
+        seed = generator.initial_seed()
+        if seed != self._seed:
+            self._seed = seed
+            self._cpu.manual_seed(seed)
+        return int(torch.randint(0, 2**62, (1,), generator=self._cpu))
 
 
 class ClipErasing:

@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
 from video_mcmae.data.datasets import Loader, build_dataset
-from video_mcmae.data.device import ClipErasing, build_erasing, step_seed, to_model_input
+from video_mcmae.data.device import ClipErasing, StepSeeds, build_erasing, to_model_input
 from video_mcmae.data.lists import DataListError
 from video_mcmae.data.samplers import StridedShardSampler
 from video_mcmae.data.transforms import VideoMixup, build_mixup
@@ -118,14 +118,15 @@ def _criterion(cfg: Config, mixup: Optional[VideoMixup]) -> nn.Module:
 def finetune_step(mixup: Optional[VideoMixup], criterion: nn.Module, mean: Sequence[float], std: Sequence[float],
                   erasing: Optional[ClipErasing] = None) -> StepFn:
     """The training step: clips normalised with `mean`/`std` on the device, erased by `erasing`
-    (seeded from the step's generator) and mixed with their labels by `mixup` when on ->
-    classifier loss. Mixup and the loss run in float32, the model in the engine's dtype."""
+    (seeded by `StepSeeds` from the step's generator) and mixed with their labels by `mixup` when
+    on -> classifier loss. Mixup and the loss run in float32, the model in the engine's dtype."""
+    seeds = StepSeeds()
 
     def step(engine, batch, generator: torch.Generator) -> torch.Tensor:
         x, y = batch
         x, y = to_model_input(x, engine.device, mean, std), y.to(engine.device, non_blocking=True)
         if erasing is not None:
-            x = erasing(x, step_seed(generator))
+            x = erasing(x, seeds(generator))
         if mixup is not None:
             x, y = mixup(x, y)
         return criterion(engine(x.to(input_dtype(engine))).float(), y)
