@@ -14,7 +14,8 @@
 Torch files are read here with `weights_only=True`. DeepSpeed (`engine.load_checkpoint`) and its
 `zero_to_fp32` unpickle a tag folder with `weights_only=False`, so `check_checkpoint_folder` reads
 every torch file of a folder weights-only first (allowing only the types DeepSpeed itself writes)
-and refuses the folder otherwise; both callers of DeepSpeed's readers go through it. A tag folder
+and refuses the folder otherwise; a DeepSpeed engine is then handed what it read
+(`engine/checkpoint.py`), `zero_to_fp32` reads the folder again. A tag folder
 named `<tag>.partial` is a save that never finished and is never read. Writing checkpoints and
 exports is `engine/checkpoint.py`.
 """
@@ -257,15 +258,18 @@ def load_checkpoint_file(path: str, mmap: bool = True) -> Any:
                               "is the checkpoint complete?") from None
 
 
-def check_checkpoint_folder(ckpt_dir: str) -> None:
-    """Refuse a tag folder unless every torch file in it reads weights-only (`load_checkpoint_file`).
+def check_checkpoint_folder(ckpt_dir: str) -> Dict[str, Any]:
+    """Refuse a tag folder unless every torch file in it reads weights-only (`load_checkpoint_file`);
+    returns path -> what the file holds, its tensors mapped from the file.
 
-    Call before handing the folder to DeepSpeed (`engine.load_checkpoint`) or `zero_to_fp32`: they
-    unpickle every `*.pt` they use with `weights_only=False`, which would run code a file carries.
+    Call before DeepSpeed or `zero_to_fp32` reads the folder (and before a resume writes anything):
+    they unpickle every `*.pt` they use with `weights_only=False`, which would run code a file
+    carries. `zero_to_fp32` then reads the files again, as it calls `torch.load` itself and takes
+    no loaded state; the check maps the tensor data instead of reading it (on a 1 MB ZeRO-1
+    checkpoint: 34 ms CPU and 0.14 MB read, of 73 ms for the whole consolidation).
     """
-    for path in sorted(glob.glob(os.path.join(ckpt_dir, "*.pt"))):
-        if os.path.isfile(path):
-            load_checkpoint_file(path)
+    return {path: load_checkpoint_file(path) for path in sorted(glob.glob(os.path.join(ckpt_dir, "*.pt")))
+            if os.path.isfile(path)}
 
 
 def read_model_states(ckpt_dir: str, mmap: bool = False) -> Dict[str, Any]:

@@ -13,7 +13,7 @@ from video_mcmae.engine.logging import TrainLogger
 from video_mcmae.engine.schedule import build_schedules, lr_plan
 from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
 from video_mcmae.models import build_model
-from video_mcmae.weights import MODEL_STATES
+from video_mcmae.weights import MODEL_STATES, load_checkpoint_file
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
 
@@ -216,6 +216,45 @@ def test_resume_restores_weights_optimizer_and_position(tmp_path, dist_info):
     assert again["loss"] == pytest.approx(before["loss"], rel=1e-6)
     for n, w in _engine_fp32(engine_b, names_b).items():
         torch.testing.assert_close(w, after_a[n], rtol=0, atol=0, msg=n)
+
+
+def test_a_load_reads_each_checkpoint_file_once_and_weights_only(tmp_path, dist_info, monkeypatch):
+    run, engine, optimizer, names = _run(tmp_path, dist_info, 1, "bf16")
+    run.epoch = 1
+    path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
+    reads, load = [], torch.load
+
+    def spy(f, *args, **kwargs):
+        reads.append((os.path.basename(str(f)), kwargs.get("weights_only")))
+        return load(f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "load", spy)
+    assert ckpt.load_checkpoint(engine, path)["epoch"] == 1
+    assert sorted(reads) == sorted((name, True) for name in os.listdir(path))
+
+
+class _Payload:
+    """A pickle that would create a file when unpickled without weights_only."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (self.target, "w"))
+
+
+def test_a_file_deepspeed_would_run_is_refused(tmp_path, dist_info):
+    run, engine, optimizer, names = _run(tmp_path / "run", dist_info, 1, "bf16")
+    run.epoch = 1
+    path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
+    (optim,) = [os.path.join(path, f) for f in os.listdir(path) if f != MODEL_STATES]
+    target = tmp_path / "pwned"
+    torch.save({**load_checkpoint_file(optim, mmap=False), "x": _Payload(str(target))}, optim)
+    own = engine.checkpoint_engine
+    with pytest.raises(ckpt.CheckpointError, match=f"checkpoint file {optim} contains code .*io.open"):
+        ckpt.load_checkpoint(engine, path)
+    assert not target.exists()
+    assert engine.checkpoint_engine is own  # DeepSpeed's own again, for the saves
 
 
 def test_nan_loss_stops_before_the_step(tmp_path, dist_info):
