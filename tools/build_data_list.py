@@ -114,12 +114,16 @@ def build_parser() -> argparse.ArgumentParser:
     for p in (s, f):
         p.add_argument("--out", required=True, help="list file to write")
         p.add_argument("--class-names", default=None, help="also write the class names here")
-        p.add_argument("--overwrite", action="store_true", help="replace an existing --class-names file")
+        p.add_argument("--overwrite", action="store_true", help="replace an existing --out or --class-names file")
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    # An existing list is replaced only when asked, and before the scan (minutes on a large set).
+    if os.path.exists(args.out) and not args.overwrite:
+        print(f"error: {args.out} exists; pass --overwrite to replace it, or choose another --out", file=sys.stderr)
+        return 2
     # Class names fix the ids of every split's list: an existing file is replaced only when asked.
     if args.class_names and os.path.exists(args.class_names) and not args.overwrite:
         print(f"error: {args.class_names} exists; pass --overwrite to replace it, or choose another "

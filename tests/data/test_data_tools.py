@@ -33,7 +33,7 @@ def test_build_ssv2_list(tmp_path):
     assert read_class_names(str(names)) == ["Putting something onto something", "Pushing something from left to right"]
     (tmp_path / "test.json").write_text(json.dumps([{"id": "7"}]))
     assert tool.main(["ssv2", "--labels", str(tmp_path / "labels.json"), "--split", str(tmp_path / "test.json"),
-                      "--out", str(out)]) == 2
+                      "--out", str(tmp_path / "test.csv")]) == 2
 
 
 def test_build_folder_list(tmp_path):
@@ -49,8 +49,9 @@ def test_build_folder_list(tmp_path):
     assert read_class_names(str(names)) == ["abseiling", "walking"]
     (tmp_path / "val" / "walking").mkdir(parents=True)
     (tmp_path / "val" / "walking" / "v.mp4").write_bytes(b"")
-    assert tool.main(["folder", "--root", str(tmp_path / "val"), "--classes", str(names), "--out", str(out)]) == 0
-    assert [(s.path, s.label) for s in read_list(str(out))] == [("walking/v.mp4", 1)]
+    val = tmp_path / "val.csv"
+    assert tool.main(["folder", "--root", str(tmp_path / "val"), "--classes", str(names), "--out", str(val)]) == 0
+    assert [(s.path, s.label) for s in read_list(str(val))] == [("walking/v.mp4", 1)]
 
 
 def test_an_existing_class_name_file_is_replaced_only_with_overwrite(tmp_path, capsys):
@@ -65,6 +66,24 @@ def test_an_existing_class_name_file_is_replaced_only_with_overwrite(tmp_path, c
     assert names.read_text() == "abseiling\nwalking\n" and not out.exists()
     assert tool.main(args + ["--overwrite"]) == 0
     assert read_class_names(str(names)) == ["walking"] and [s.label for s in read_list(str(out))] == [0]
+
+
+def test_an_existing_list_is_replaced_only_with_overwrite_before_any_scan(tmp_path, capsys, monkeypatch):
+    tool = load_tool("build_data_list")
+    (tmp_path / "train" / "walking").mkdir(parents=True)
+    (tmp_path / "train" / "walking" / "a.mp4").write_bytes(b"")
+    out = tmp_path / "train.csv"
+    out.write_text("kept/a.mp4 0\n")
+    args = ["folder", "--root", str(tmp_path / "train"), "--out", str(out)]
+    scans = []
+    monkeypatch.setattr(tool, "folder_entries", lambda *a: scans.append(a))
+    assert tool.main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {out} exists; pass --overwrite to replace it, or choose another --out"
+    assert out.read_text() == "kept/a.mp4 0\n" and scans == []
+    monkeypatch.undo()
+    assert tool.main(args + ["--overwrite"]) == 0
+    assert [(s.path, s.label) for s in read_list(str(out))] == [("walking/a.mp4", 0)]
 
 
 def test_check_data_list_splits_clean_and_quarantine(tmp_path, video_dir, vids):
