@@ -2,7 +2,7 @@
 written: the model, its shapes, the class count, the task and the per-epoch step layout must
 match (one `error:` line naming the keys, the output dir left byte for byte as it was); lr,
 epochs and the like may change and are logged. config.yaml is never replaced: each resume
-writes config.resume-N.yaml."""
+writes config.resume-N.yaml (and each evaluation after the first eval_config-N.yaml)."""
 import os
 import subprocess
 import sys
@@ -110,6 +110,21 @@ def test_each_resume_writes_its_own_config_file(tmp_path, restore_env):
         distributed.destroy()
         assert yaml.safe_load((out / f"config.resume-{n}.yaml").read_text())["optim"]["lr"] == lr
     assert (out / "config.yaml").read_bytes() == original
+
+
+def test_each_evaluation_writes_its_own_config_file(tmp_path, restore_env):
+    """eval_config.yaml stays the first evaluation's; later ones into the same dir add
+    eval_config-1.yaml, -2, ... with the settings they ran with."""
+    out = tmp_path / "run"
+    for n, batch in ((0, 2), (1, 3), (2, 4)):
+        cfg = load_config(FINETUNE, [f"run.output_dir={out}", "run.tensorboard=false", f"test.batch_size={batch}"])
+        run = trainer.start_run(cfg, eval_only=True)
+        run.logger.close()
+        distributed.destroy()
+        name = f"eval_config-{n}.yaml" if n else "eval_config.yaml"
+        assert yaml.safe_load((out / name).read_text())["test"]["batch_size"] == batch
+    assert yaml.safe_load((out / "eval_config.yaml").read_text())["test"]["batch_size"] == 2
+    assert not (out / "config.yaml").exists()
 
 
 def _pretrain_cmd(out, root, *opts):

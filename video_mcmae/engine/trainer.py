@@ -89,6 +89,7 @@ RESUME_FIXED = ("model.name", "model.num_frames", "model.img_size", "model.tubel
                 "model.kwargs", "optim.batch_size", "optim.accum_steps", "optim.steps_per_epoch",
                 "deepspeed.zero_stage", "ranks", "task")
 CONFIG_FILE = "config.yaml"
+EVAL_CONFIG_FILE = "eval_config.yaml"
 
 
 def _show(value: Any) -> str:
@@ -130,15 +131,20 @@ def check_resume(path: str, cfg: Config, world_size: int, linprobe: bool = False
 
 def _config_file(out: str, resuming: bool, eval_only: bool) -> str:
     """config.yaml records the run that made the output dir; a resume never replaces it and
-    writes config.resume-N.yaml (N = 1, 2, ...) instead."""
+    writes config.resume-N.yaml (N = 1, 2, ...) instead. Likewise eval_config.yaml records the
+    first evaluation into the dir, and later ones write eval_config-N.yaml."""
     if eval_only:
-        return "eval_config.yaml"
-    if not (resuming and os.path.exists(os.path.join(out, CONFIG_FILE))):
+        first, numbered = EVAL_CONFIG_FILE, "eval_config-{}.yaml"
+    elif resuming:
+        first, numbered = CONFIG_FILE, "config.resume-{}.yaml"
+    else:
         return CONFIG_FILE
+    if not os.path.exists(os.path.join(out, first)):
+        return first
     n = 1
-    while os.path.exists(os.path.join(out, f"config.resume-{n}.yaml")):
+    while os.path.exists(os.path.join(out, numbered.format(n))):
         n += 1
-    return f"config.resume-{n}.yaml"
+    return numbered.format(n)
 
 
 def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_only: bool = False,
