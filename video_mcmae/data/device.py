@@ -1,4 +1,4 @@
-"""The device side of the video input pipeline (docs/architecture.md#data).
+"""The device side of the video input pipeline (docs/recipes.md#augmentation).
 
 Video loaders deliver uint8 clips (B, C, T, H, W): a quarter of float32's bytes through the
 worker queues, pinned memory and the host-to-device copy. Every consumer copies them to the
