@@ -9,7 +9,6 @@ milliseconds, too short to hit from outside by polling). The two ranks are start
 processes with the launcher's environment (RANK, WORLD_SIZE, MASTER_*), in one process group of
 their own. One chain of kills covers the three points, and the uninterrupted reference runs
 beside the first victim."""
-import json
 import os
 import signal
 import subprocess
@@ -19,27 +18,16 @@ import pytest
 import torch
 
 from video_mcmae.engine.checkpoint import epoch_tags, partial_checkpoints
-from video_mcmae.weights import consolidated_state_dict
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KILLABLE = os.path.join(REPO, "tests", "tools", "killable_run_pretrain.py")
 STEPS, EPOCHS = 2, 4
 
 
-def _args(out, root, *extra):
-    d = root / "ssv2"
-    opts = [f"data.data_root={d}", f"data.train_list={d / 'train.csv'}", "data.num_workers=0",
-            "deepspeed.zero_stage=1", "deepspeed.precision=fp32", "optim.batch_size=2",
-            f"optim.epochs={EPOCHS}", f"optim.steps_per_epoch={STEPS}", "optim.warmup_epochs=1",
-            "run.save_every=1", "run.log_every=1", "run.keep_checkpoints=0", "run.tensorboard=false"]
-    return ["--config", os.path.join(REPO, "configs", "demo", "pretrain.yaml"), "--output_dir", str(out),
-            *[a for o in opts for a in ("--opt", o)], *extra]
-
-
 class TwoRanks:
     """Two ranks of one run in a process group of their own; rank r's output in `<log>-rank<r>.log`."""
 
-    def __init__(self, env, port, out, root, log, kill_at="", *extra):
+    def __init__(self, args, env, port, log, kill_at=""):
         self.logs = [f"{log}-rank{r}.log" for r in (0, 1)]
         self.procs = []
         for rank in (0, 1):
@@ -48,7 +36,7 @@ class TwoRanks:
             # rank 0 leads a new process group (in this session, so that rank 1 can join it)
             group = os.setpgrp if rank == 0 else _joiner(self.procs[0].pid)
             with open(self.logs[rank], "w") as f:
-                self.procs.append(subprocess.Popen([sys.executable, KILLABLE, *_args(out, root, *extra)], env=rank_env,
+                self.procs.append(subprocess.Popen([sys.executable, KILLABLE, *args], env=rank_env,
                                                    stdout=f, stderr=subprocess.STDOUT, preexec_fn=group))
 
     def wait(self, timeout=400):
@@ -71,26 +59,25 @@ def _state(out):
     return ((out / "latest").read_text(), epoch_tags(str(out)), [os.path.basename(p) for p in partial_checkpoints(str(out))])
 
 
-def _final(out):
-    weights, meta = consolidated_state_dict(str(out))
-    records = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines() if line.endswith("}")]
-    return weights, meta, [r for r in records if r["type"] == "iter"][-1]
-
-
 @pytest.mark.slow
-def test_kills_during_saves_then_auto_resume_match_uninterrupted(tmp_path, synthetic_root, child_env, free_port):
+def test_kills_during_saves_then_auto_resume_match_uninterrupted(tmp_path, synthetic_root, child_env, free_port,
+                                                                  resume_run_args, final_state):
     ref_out, out = tmp_path / "reference", tmp_path / "run"
     killed = [-signal.SIGKILL] * 2
-    reference = TwoRanks(child_env, free_port(), ref_out, synthetic_root, tmp_path / "reference")
+
+    def ranks(out, log, kill_at="", *extra):
+        return TwoRanks(resume_run_args(out, synthetic_root, STEPS, EPOCHS, *extra), child_env, free_port(), log, kill_at)
+
+    reference = ranks(ref_out, tmp_path / "reference")
 
     # 1. rank 0's model-states file in epoch-0002.partial is half written
-    run = TwoRanks(child_env, free_port(), out, synthetic_root, tmp_path / "kill1", "partial:epoch-0002")
+    run = ranks(out, tmp_path / "kill1", "partial:epoch-0002")
     assert run.wait() == killed, run.output()[-3000:]
     assert _state(out) == ("epoch-0001", ["epoch-0001"], ["epoch-0002.partial"])
     assert reference.wait() == [0, 0], reference.output()[-3000:]
 
     # 2. resumes epoch-0001; killed once rank 1 has written its ZeRO file into epoch-0003.partial
-    run = TwoRanks(child_env, free_port(), out, synthetic_root, tmp_path / "kill2", "optim:epoch-0003", "--auto_resume")
+    run = ranks(out, tmp_path / "kill2", "optim:epoch-0003", "--auto_resume")
     assert run.wait() == killed, run.output()[-3000:]
     assert f"resuming {out / 'epoch-0001'}" in run.output(0)
     assert run.output().count(f"ignoring {out / 'epoch-0002.partial'}: a checkpoint save that did not finish") == 1
@@ -98,20 +85,20 @@ def test_kills_during_saves_then_auto_resume_match_uninterrupted(tmp_path, synth
     assert list((out / "epoch-0003.partial").glob("*zero_pp_rank_1_*optim_states.pt"))
 
     # 3. resumes epoch-0002; killed after epoch-0003 got its name, before `latest` names it
-    run = TwoRanks(child_env, free_port(), out, synthetic_root, tmp_path / "kill3", "latest:epoch-0003", "--auto_resume")
+    run = ranks(out, tmp_path / "kill3", "latest:epoch-0003", "--auto_resume")
     assert run.wait() == killed, run.output()[-3000:]
     assert f"resuming {out / 'epoch-0002'}" in run.output(0)
     assert run.output().count(f"ignoring {out / 'epoch-0003.partial'}") == 1
     assert _state(out) == ("epoch-0002", ["epoch-0001", "epoch-0002", "epoch-0003"], [])
 
     # 4. resumes the newest complete checkpoint, epoch-0003, and finishes
-    run = TwoRanks(child_env, free_port(), out, synthetic_root, tmp_path / "finish", "", "--auto_resume")
+    run = ranks(out, tmp_path / "finish", "", "--auto_resume")
     assert run.wait() == [0, 0], run.output()[-3000:]
     assert f"resuming {out / 'epoch-0003'}" in run.output(0) and "ignoring" not in run.output()
     assert _state(out) == ("epoch-0004", ["epoch-0001", "epoch-0002", "epoch-0003", "epoch-0004"], [])
 
-    ref_w, ref_meta, ref_last = _final(ref_out)
-    w, meta, last = _final(out)
+    ref_w, ref_meta, ref_last = final_state(ref_out)
+    w, meta, last = final_state(out)
     assert meta["global_step"] == ref_meta["global_step"] == EPOCHS * STEPS
     assert last["step"] == ref_last["step"] and last["lr"] == ref_last["lr"]
     assert last["loss"] == pytest.approx(ref_last["loss"], rel=1e-6)

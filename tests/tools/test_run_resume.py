@@ -1,7 +1,6 @@
 """A pretraining run killed with SIGKILL mid-epoch and restarted with --auto_resume ends with the
 same global step, lr and weights as an uninterrupted run (plain `python`, one CPU process each;
 the reference and the victim run side by side)."""
-import json
 import os
 import signal
 import subprocess
@@ -12,45 +11,25 @@ import pytest
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+RUN_PRETRAIN = os.path.join(REPO, "tools", "run_pretrain.py")
 STEPS, EPOCHS = 5, 2
 
 
-def _cmd(out, root, *extra):
-    d = root / "ssv2"
-    opts = [f"data.data_root={d}", f"data.train_list={d / 'train.csv'}", "data.num_workers=0",
-            "deepspeed.zero_stage=1", "deepspeed.precision=fp32", "optim.batch_size=2",
-            f"optim.epochs={EPOCHS}", f"optim.steps_per_epoch={STEPS}", "optim.warmup_epochs=1",
-            "run.save_every=1", "run.log_every=1", "run.keep_checkpoints=0", "run.tensorboard=false"]
-    return [sys.executable, os.path.join(REPO, "tools", "run_pretrain.py"),
-            "--config", os.path.join(REPO, "configs", "demo", "pretrain.yaml"), "--output_dir", str(out),
-            *[a for o in opts for a in ("--opt", o)], *extra]
-
-
-def _records(out):
-    path = out / "log.jsonl"
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.endswith("}")]
-
-
-def _final(out):
-    from video_mcmae.weights import consolidated_state_dict
-
-    weights, meta = consolidated_state_dict(str(out))
-    last_iter = [r for r in _records(out) if r["type"] == "iter"][-1]
-    return weights, meta, last_iter
-
-
 @pytest.mark.slow
-def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synthetic_root, child_env):
+def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synthetic_root, child_env, resume_run_args,
+                                                                  log_records, final_state):
     ref_out, out = tmp_path / "reference", tmp_path / "victim"
-    reference = subprocess.Popen(_cmd(ref_out, synthetic_root), env=child_env, stdout=subprocess.PIPE,
+
+    def args(out, *extra):
+        return [sys.executable, RUN_PRETRAIN, *resume_run_args(out, synthetic_root, STEPS, EPOCHS, *extra)]
+
+    reference = subprocess.Popen(args(ref_out), env=child_env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)
-    victim = subprocess.Popen(_cmd(out, synthetic_root), env=child_env, stdout=subprocess.DEVNULL,
+    victim = subprocess.Popen(args(out), env=child_env, stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and victim.poll() is None:
-        if any(r["type"] == "iter" and r["epoch"] == 2 and r["iter"] >= 2 for r in _records(out)):
+        if any(r["type"] == "iter" and r["epoch"] == 2 and r["iter"] >= 2 for r in log_records(out)):
             victim.send_signal(signal.SIGKILL)
             break
         time.sleep(0.05)
@@ -59,13 +38,13 @@ def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synt
 
     log, _ = reference.communicate(timeout=300)
     assert reference.returncode == 0, log[-3000:]
-    resumed = subprocess.run(_cmd(out, synthetic_root, "--auto_resume"), env=child_env, capture_output=True,
+    resumed = subprocess.run(args(out, "--auto_resume"), env=child_env, capture_output=True,
                              text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     assert "resumed" in resumed.stdout and "epoch 1, global step 5" in resumed.stdout
 
-    ref_w, ref_meta, ref_last = _final(ref_out)
-    w, meta, last = _final(out)
+    ref_w, ref_meta, ref_last = final_state(ref_out)
+    w, meta, last = final_state(out)
     assert meta["global_step"] == ref_meta["global_step"] == EPOCHS * STEPS
     assert last["step"] == ref_last["step"] and last["lr"] == ref_last["lr"]
     assert last["loss"] == pytest.approx(ref_last["loss"], rel=1e-6)
@@ -73,5 +52,5 @@ def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synt
         torch.testing.assert_close(w[name], ref, rtol=1e-6, atol=1e-7, msg=name)
 
     # a new (not resumed) run into the same folder refuses instead of overwriting
-    again = subprocess.run(_cmd(out, synthetic_root), env=child_env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(args(out), env=child_env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 2 and "already holds checkpoints" in again.stderr
