@@ -125,6 +125,7 @@ class RunConfig:
     save_every: int = 20  # epochs between checkpoints (the last epoch is always saved)
     eval_every: int = 5  # epochs between validations (finetuning)
     keep_checkpoints: int = 2  # epoch checkpoints kept besides best/last; 0 keeps all
+    accept_train_list_change: bool = False  # resume although the train list's sample count changed since the checkpoint
     tensorboard: bool = True
 
 

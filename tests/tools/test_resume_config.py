@@ -1,8 +1,9 @@
 """A resume checks the checkpoint's recorded config against the one asked for before anything is
 written: the model, its shapes, the class count, the task and the per-epoch step layout must
-match (one `error:` line naming the keys, the output dir left byte for byte as it was); lr,
-epochs and the like may change and are logged. config.yaml is never replaced: each resume
-writes config.resume-N.yaml (and each evaluation after the first eval_config-N.yaml)."""
+match (one `error:` line naming the keys, the output dir left byte for byte as it was), and so
+must the number of samples in the train list unless run.accept_train_list_change; lr, epochs and
+the like may change and are logged. config.yaml is never replaced: each resume writes
+config.resume-N.yaml (and each evaluation after the first eval_config-N.yaml)."""
 import os
 import subprocess
 import sys
@@ -41,15 +42,17 @@ def _opts(*opts):
     return [a for o in opts for a in ("--opt", o)]
 
 
-def _recorded_run(out, config, opts, linprobe=None):
+def _recorded_run(out, config, opts, linprobe=None, train_samples=None):
     """A run dir as a one-rank run leaves it after epoch 1: config.yaml, epoch-0001/ with the
-    model-states file (client state: config, epoch, sampler), latest."""
+    model-states file (client state: config, epoch, sampler, train_samples), latest."""
     cfg = load_config(config, list(opts) + [f"run.output_dir={out}"])
     save_config(cfg, str(out))
     states = {"module": {}, "config": cfg.to_dict(), "epoch": 1, "global_step": 2,
               "sampler": {"seed": cfg.run.seed, "epoch": 1, "world_size": 1}}
     if linprobe is not None:
         states["linprobe"] = linprobe
+    if train_samples is not None:
+        states["train_samples"] = train_samples
     (out / "epoch-0001").mkdir(parents=True)
     torch.save(states, out / "epoch-0001" / MODEL_STATES)
     (out / "latest").write_text("epoch-0001")
@@ -95,6 +98,46 @@ def test_finetuning_resume_with_another_class_count_or_task_is_refused(tmp_path,
     assert rc == 2 and f"error: cannot resume {out}: " in line
     assert all(n in line for n in named), line
     assert _snapshot(out) == before
+
+
+def _train_list(path, n):
+    path.write_text("".join(f"v{i}.mp4 0\n" for i in range(n)))
+    return path
+
+
+def test_a_train_list_of_another_length_is_refused_unless_accepted(tmp_path, restore_env, capsys):
+    train = _train_list(tmp_path / "train.csv", 6)
+    opts = ["run.tensorboard=false", f"data.train_list={train}"]
+    out = _recorded_run(tmp_path / "run", PRETRAIN, opts, train_samples=6)
+    cfg = load_config(PRETRAIN, [f"run.output_dir={out}", *opts])
+    assert trainer.check_resume(str(out), cfg, 1) == {}  # the same length: nothing to say
+    _train_list(train, 5)  # a line removed since the checkpoint
+    before = _snapshot(out)
+    rc = pretrain.main(["--config", PRETRAIN, "--output_dir", str(out), "--auto_resume", *_opts(*opts)])
+    line = _one_error_line("".join(capsys.readouterr()))
+    assert rc == 2
+    assert line == (f"error: cannot resume {out / 'epoch-0001'}: its run trained on 6 samples and the train list "
+                    f"{train} now holds 5; restore the list, start a new --output_dir, or pass --opt "
+                    "run.accept_train_list_change=true to go on with this list (the steps per epoch, and with "
+                    "them the schedule, change)"), line
+    assert _snapshot(out) == before
+    accepted = load_config(PRETRAIN, [f"run.output_dir={out}", *opts, "run.accept_train_list_change=true"])
+    assert trainer.check_resume(str(out), accepted, 1) == {
+        "run.accept_train_list_change": (False, True), "train samples": (6, 5)}
+
+
+def test_checkpoints_record_the_train_samples(tmp_path, restore_env, synthetic_root):
+    d = synthetic_root / "ssv2"
+    cfg = load_config(PRETRAIN, [f"run.output_dir={tmp_path / 'run'}", "run.tensorboard=false", f"data.data_root={d}",
+                                 f"data.train_list={d / 'train.csv'}", "data.num_workers=0", "optim.batch_size=2"])
+    run = trainer.start_run(cfg)
+    try:
+        dataset, _, _ = trainer.train_loader(run, "pretrain")
+    finally:
+        run.logger.close()
+        distributed.destroy()
+    lines = [line for line in (d / "train.csv").read_text().splitlines() if line.strip()]
+    assert trainer.client_state(run, [])["train_samples"] == len(dataset) == len(lines)
 
 
 def test_each_resume_writes_its_own_config_file(tmp_path, restore_env):

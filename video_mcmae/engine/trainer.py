@@ -54,6 +54,7 @@ class Run:
     epoch: int = 0  # completed epochs
     global_step: int = 0  # completed optimizer steps
     client: Dict[str, Any] = field(default_factory=dict)  # client state of the resumed checkpoint
+    train_samples: Optional[int] = None  # samples in the train list (set by train_loader)
 
     @property
     def out_dir(self) -> str:
@@ -108,8 +109,9 @@ def _fixed_on_resume(key: str, cfg: Config) -> bool:
 
 def check_resume(path: str, cfg: Config, world_size: int, linprobe: bool = False) -> Dict[str, Tuple[Any, Any]]:
     """Compare the run recorded in checkpoint `path` with the one asked for, before anything is
-    written. Refuses (naming the keys) what a resume cannot change; returns the other changes
-    (lr, epochs, warmup, weight decay, ...) as key -> (checkpoint's, this run's)."""
+    written. Refuses (naming the keys) what a resume cannot change, and a train list whose sample
+    count differs from the checkpoint's unless `run.accept_train_list_change`; returns the other
+    changes (lr, epochs, warmup, weight decay, ...) as key -> (checkpoint's, this run's)."""
     load_dir, tag = resolve_checkpoint(path)
     states = read_model_states(os.path.join(load_dir, tag), mmap=True)
     changed = config_diff(states.get("config") or {}, cfg.to_dict())
@@ -126,7 +128,19 @@ def check_resume(path: str, cfg: Config, world_size: int, linprobe: bool = False
             f"{', '.join(f'{k}={_show(changed[k][0])}' for k in fixed)}; this run asks for "
             f"{', '.join(f'{k}={_show(changed[k][1])}' for k in fixed)}; use the original config"
             f"{f' ({original})' if os.path.isfile(original) else ''} or start a new --output_dir")
-    return {k: v for k, v in changed.items() if k not in fixed}
+    if "train_samples" in states:  # checkpoints made before it was recorded are not compared
+        # The list sets the steps per epoch, which the lr/wd schedules and the data order follow.
+        before = states["train_samples"]
+        samples = len(build_dataset(cfg, "pretrain" if is_pretraining(cfg.model.name) else "train"))
+        if samples != before and not cfg.run.accept_train_list_change:
+            raise CheckpointError(
+                f"cannot resume {path}: its run trained on {before} samples and the train list "
+                f"{cfg.data.train_list} now holds {samples}; restore the list, start a new --output_dir, or "
+                "pass --opt run.accept_train_list_change=true to go on with this list (the steps per "
+                "epoch, and with them the schedule, change)")
+        if samples != before:
+            changed["train samples"] = (before, samples)
+    return changed
 
 
 def _config_file(out: str, resuming: bool, eval_only: bool) -> str:
@@ -217,6 +231,7 @@ def train_loader(run: Run, split: str):
     """(dataset, loader, optimizer steps per epoch); iterations per epoch = steps x accum_steps."""
     cfg = run.cfg
     dataset = build_dataset(cfg, split)
+    run.train_samples = len(dataset)
     loader = build_loader(cfg, split, dataset, run.info.rank, run.info.world_size)
     steps = len(loader) // cfg.optim.accum_steps
     if cfg.optim.steps_per_epoch is not None:
@@ -342,6 +357,7 @@ def client_state(run: Run, names: List[List[str]], **extra) -> Dict[str, Any]:
         "sampler": {"seed": run.cfg.run.seed, "epoch": run.epoch, "world_size": run.info.world_size},
         "config": run.cfg.to_dict(),
         "param_names": names,
+        **({"train_samples": run.train_samples} if run.train_samples is not None else {}),
         **extra,
     }
 
