@@ -60,7 +60,7 @@ ENCODER_KWARGS = ("embed_dims", "depths", "num_heads", "mlp_ratio", "conv_kernel
 # pan. The official per-cube normalised target learns on them (a ramp cube normalises to a
 # predictable plane); on the default waves and textures it stayed at its trivial level.
 EVAL_SCENES = SceneStyle(max_objects=2, background="ramp", contrast=1.0, shape="square", texture="solid",
-                         fill="ramp", fill_amplitude=0.3, object_scale=1.6, travel_scale=0.4, camera=0.1)
+                         fill="ramp", fill_amplitude=0.3, object_scale=1.6, travel_scale=1.0, camera=0.1)
 # --quick: the plumbing at the smallest sizes the models take (explicit flags still win).
 QUICK = dict(train_per_class=4, test_per_class=3, frames=4, size=32, pt_steps=4, eval_every=2, eval_clips=8,
              batch=4, seeds=[0, 1], pt_seeds=[0, 1], knn_k=3, ft_epochs=1, ft_batch=4)
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--style", choices=("scenes", "plain"), default="scenes",
                    help="scenes: several objects over a panning wave background; plain: the demo's videos")
     d.add_argument("--classes", type=int, default=4, help="the first N motion classes (even, 4..12)")
-    d.add_argument("--train-per-class", type=int, default=200)
+    d.add_argument("--train-per-class", type=int, default=1000)
     d.add_argument("--test-per-class", type=int, default=50)
     d.add_argument("--frames", type=int, default=8)
     d.add_argument("--size", type=int, default=64, help="frame height and width (a multiple of 16)")
@@ -129,11 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "time: mean over space per time step, concatenated")
     e.add_argument("--knn-k", type=int, default=20)
     e.add_argument("--ft-fraction", type=float, default=0.1, help="fraction of the train labels for finetuning")
-    e.add_argument("--ft-epochs", type=int, default=20)
+    e.add_argument("--ft-epochs", type=int, default=12)
     e.add_argument("--ft-batch", type=int, default=16)
     e.add_argument("--ft-lr", type=float, default=1e-3)
     e.add_argument("--ft-weight-decay", type=float, default=0.05)
-    e.add_argument("--ft-warmup-epochs", type=float, default=5)
+    e.add_argument("--ft-warmup-epochs", type=float, default=2)
     e.add_argument("--layer-decay", type=float, default=0.75)
     e.add_argument("--drop-path", type=float, default=0.1)
     e.add_argument("--label-smoothing", type=float, default=0.1)
