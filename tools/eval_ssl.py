@@ -70,9 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="output/eval_ssl", help="output folder (created; files in it are replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes that check the plumbing, not the numbers")
-    p.add_argument("--threads", type=int, default=1,
-                   help="torch CPU threads; 1 by default: on a 2-core machine that other jobs share, 2 threads "
-                        "ran 6x slower than 1 (spinning OpenMP workers)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (default: torch's, one per core); use 1 on a machine that other jobs "
+                        "share: there 2 threads on 2 cores ran 6x slower than 1 (spinning OpenMP workers)")
     d = p.add_argument_group("data")
     d.add_argument("--style", choices=("scenes", "plain"), default="scenes",
                    help="scenes: several objects over a panning wave background; plain: the demo's videos")
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="1: per-cube normalised target (official); 0: raw pixel target")
     m.add_argument("--std-floor", type=float, default=0.0, help="norm_pix_std_floor in [0, 1] pixel units")
     t = p.add_argument_group("pretraining")
-    t.add_argument("--pt-steps", type=int, default=1200)
+    t.add_argument("--pt-steps", type=int, default=2400)
     t.add_argument("--pt-lr", type=float, default=1e-3)
     t.add_argument("--pt-weight-decay", type=float, default=0.05)
     t.add_argument("--pt-warmup", type=float, default=0.05, help="warmup fraction of the steps")
@@ -155,7 +155,7 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
         parser.error("--model-kwargs must be a JSON object, e.g. '{\"decoder_depth\": 2}'")
     for name in ("train_per_class", "test_per_class", "pt_steps", "eval_every", "eval_clips", "batch", "knn_k",
                  "ft_epochs", "ft_batch", "threads"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be >= 1")
     if not 0 < args.ft_fraction <= 1:
         parser.error("--ft-fraction must be in (0, 1]")
@@ -398,7 +398,7 @@ def summarise(args, baselines: Dict[str, float], pts: List[dict], accuracies: Di
                      curve=curve, curves=[pt["curve"] for pt in pts], seeds=list(args.pt_seeds),
                      seconds=sum(pt["seconds"] for pt in pts)),
         downstream=downstream, chance=100.0 / args.classes, targets=targets, all_targets_met=all(targets.values()),
-        setup=dict(machine=f"{os.cpu_count()} CPU cores, {args.threads} torch threads",
+        setup=dict(machine=f"{os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads",
                    train_clips=args.train_per_class * args.classes, test_clips=args.test_per_class * args.classes,
                    clip=f"{args.frames}x{args.size}x{args.size}", seeds=list(args.seeds),
                    pt_seeds=list(args.pt_seeds), pt_steps=args.pt_steps,
@@ -487,7 +487,7 @@ def plot(summary: dict, path: str) -> None:
 def run(args: argparse.Namespace) -> dict:
     """The whole evaluation (see the module docstring); writes the files and returns the summary."""
     threads = torch.get_num_threads()
-    torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads or threads)
     try:
         return _run(args)
     finally:
