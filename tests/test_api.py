@@ -174,8 +174,7 @@ def test_readme_snippet_runs_verbatim(tmp_path, monkeypatch, synthetic_dataset):
     """The snippet reads the demo's outputs (output/demo/...); the test lays out the same files
     (a tiny untrained classifier, the synthetic set) and runs the snippet unchanged."""
     snippet = _readme_snippet()
-    if snippet is None:
-        pytest.skip("README.md has no <!-- api-snippet --> ... <!-- /api-snippet --> block yet")
+    assert snippet is not None, "README.md lost its <!-- api-snippet --> ... <!-- /api-snippet --> block"
     demo = tmp_path / "output" / "demo"
     _export(str(demo / "weights" / "finetuned"), "videoconvvit_tiny_patch16")
     shutil.copytree(synthetic_dataset.root, demo / "data")
