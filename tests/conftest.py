@@ -1,5 +1,6 @@
 """Shared fixtures: generated videos and a tiny synthetic dataset (made once per session)."""
 
+import importlib.util
 from pathlib import Path
 from typing import Callable, Union
 
@@ -10,6 +11,21 @@ import numpy as np
 import pytest
 
 from video_mcmae import synthetic
+
+TOOLS = Path(__file__).resolve().parents[1] / "tools"
+
+
+@pytest.fixture(scope="session")
+def load_tool() -> Callable:
+    """load_tool("benchmark") -> tools/benchmark.py as a fresh module (the tools are scripts, not a package)."""
+    def load(name: str):
+        spec = importlib.util.spec_from_file_location(f"{name}_tool", TOOLS / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
 
 # The tiny dataset every test shares; tests read these to know what to expect.
 TINY = dict(num_classes=4, videos_per_class={"train": 3, "val": 2, "test": 2}, num_frames=24,

@@ -1,22 +1,15 @@
 """tools/benchmark.py runs end to end on the CPU at tiny shapes (numbers are not checked, only produced)."""
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from video_mcmae.models import dwconv
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
-
 
 @pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def benchmark(load_tool):
+    return load_tool("benchmark")
 
 
 def test_training_steps(benchmark, tmp_path, capsys):

@@ -1,23 +1,16 @@
-import importlib.util
-from pathlib import Path
-
+import pytest
 import torch
 from fvcore.nn import FlopCountAnalysis
 
 from video_mcmae.models.layers import Attention
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "count_flops.py"
+
+@pytest.fixture
+def tool(load_tool):
+    return load_tool("count_flops")
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("count_flops", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_count_flops_on_tiny_presets(capsys):
-    tool = _load_tool()
+def test_count_flops_on_tiny_presets(tool, capsys):
     rows = tool.main(["--presets", "videoconvmae_tiny_patch16", "videoconvvit_tiny_patch16",
                       "--frames", "4", "--img-size", "32"])
     dense, sparse, finetune = rows
@@ -29,8 +22,7 @@ def test_count_flops_on_tiny_presets(capsys):
     assert "videoconvvit_tiny_patch16" in out and "GFLOPs" in out
 
 
-def test_attention_flops_are_counted():
-    tool = _load_tool()
+def test_attention_flops_are_counted(tool):
     attn = Attention(dim=16, num_heads=2).eval()
     flops = FlopCountAnalysis(attn, torch.randn(1, 10, 16))
     flops.set_op_handle("aten::scaled_dot_product_attention", tool.sdpa_flop_handle)

@@ -1,21 +1,13 @@
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark_loader.py"
+
+@pytest.fixture
+def tool(load_tool):
+    return load_tool("benchmark_loader")
 
 
-def load_tool():
-    spec = importlib.util.spec_from_file_location("benchmark_loader", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_reports_decode_transform_bytes_and_rates_per_mode(tmp_path, capsys):
-    tool = load_tool()
+def test_reports_decode_transform_bytes_and_rates_per_mode(tool, tmp_path, capsys):
     argv = ["--work-dir", str(tmp_path), "--synthetic-videos", "2", "--synthetic-frames", "24",
             "--synthetic-size", "48", "64", "--frames", "4", "--rate", "2", "--input-size", "32",
             "--clips", "2", "--repeats", "2", "--loader-batches", "1", "--workers", "0", "--batch-size", "2"]

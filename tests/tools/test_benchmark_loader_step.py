@@ -1,21 +1,14 @@
 """tools/benchmark.py loader: the pretraining loader alone, the step alone, both (tiny, on the CPU)."""
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
 from video_mcmae.config import ConfigError
 
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "benchmark.py"
-
 
 @pytest.fixture(scope="module")
-def benchmark():
-    spec = importlib.util.spec_from_file_location("benchmark_tool", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def benchmark(load_tool):
+    return load_tool("benchmark")
 
 
 @pytest.mark.parametrize("workers", [0, 1])
