@@ -511,8 +511,9 @@ def _run(args: argparse.Namespace) -> dict:
 
         eval_x = test_x[:args.eval_clips]
         # One set of test masks for every pretraining seed, so their curves and the baselines compare.
-        eval_mask = pretext_model(args).draw_mask(eval_x, torch.Generator().manual_seed(args.data_seed))
-        baselines = trivial_baselines(pretext_model(args), eval_x, eval_mask)
+        reference = pretext_model(args)  # masks and baselines depend on the pretext, not the weights
+        eval_mask = reference.draw_mask(eval_x, torch.Generator().manual_seed(args.data_seed))
+        baselines = trivial_baselines(reference, eval_x, eval_mask)
         log(f"trivial baselines on {len(eval_x)} test clips: " + ", ".join(f"{k} {v:.4f}" for k, v in baselines.items()))
         pts = [pretrain(args, seed, train_x, eval_x, eval_mask, log) for seed in args.pt_seeds]
         encoders = [pt.pop("model").state_dict() for pt in pts]
