@@ -12,8 +12,8 @@ real DataLoader with `--workers` processes and reports wall-clock clips/s per wo
 on an otherwise idle machine).
 
 On a given list, or on procedural videos rendered once into --work-dir at short side 320 and
-encoded like tools/reencode_videos.py (H.264, preset veryfast, crf 23: B-frames, one keyframe per
-250 frames), 10 s at 25 fps like K400.
+encoded like tools/reencode_videos.py (H.264, preset veryfast, crf 23, tune fastdecode unless
+--tune says otherwise: B-frames, one keyframe per 250 frames), 10 s at 25 fps like K400.
 
     python tools/benchmark_loader.py                          # both modes, the recipes' num_sample
     python tools/benchmark_loader.py --modes finetune --num-sample 1 2 --backends decord pyav
@@ -36,6 +36,7 @@ from video_mcmae import synthetic
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config
 from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
+from video_mcmae.data.encoding import DEFAULT_TUNE, TUNES, x264_options
 from video_mcmae.data.readers import open_video
 from video_mcmae.data.sampling import sample_indices
 
@@ -43,23 +44,24 @@ MODES = {"pretrain": "pretrain", "finetune": "train"}  # mode -> dataset split
 RECIPE_NUM_SAMPLE = {"pretrain": 2, "finetune": 1}
 
 
-def encode_like_reencode(path: Path, frames, fps: int) -> None:
-    """H.264 with tools/reencode_videos.py's settings (veryfast, crf 23, yuv420p)."""
+def encode_like_reencode(path: Path, frames, fps: int, tune: str = DEFAULT_TUNE) -> None:
+    """H.264 with tools/reencode_videos.py's settings (video_mcmae.data.encoding, yuv420p)."""
     tmp = path.with_name(path.name + ".part.mp4")
     with av.open(str(tmp), "w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.height, stream.width = frames.shape[1:3]
         stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast"}
+        stream.options = x264_options(tune=tune)
         for frame in frames:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
         container.mux(stream.encode())
     os.replace(tmp, path)
 
 
-def procedural_list(work_dir: str, num_videos: int, num_frames: int, height: int, width: int, fps: int):
+def procedural_list(work_dir: str, num_videos: int, num_frames: int, height: int, width: int, fps: int,
+                    tune: str = DEFAULT_TUNE):
     """(list path, data root) of procedural K400-like videos, rendered unless already there."""
-    root = Path(work_dir) / f"procedural_{num_videos}x{num_frames}_{height}x{width}_{fps}fps"
+    root = Path(work_dir) / f"procedural_{num_videos}x{num_frames}_{height}x{width}_{fps}fps_{tune}"
     lst = root / "train.csv"
     if not lst.exists():
         names = synthetic.class_names(4)
@@ -70,7 +72,7 @@ def procedural_list(work_dir: str, num_videos: int, num_frames: int, height: int
             (root / "videos").mkdir(parents=True, exist_ok=True)
             frames = synthetic.render_class(names[label], seed=0, num_frames=num_frames, height=height,
                                             width=width, index=i)
-            encode_like_reencode(root / rel, frames, fps)
+            encode_like_reencode(root / rel, frames, fps, tune)
             lines.append(f"{rel} {label}\n")
         lst.write_text("".join(lines))
     return str(lst), str(root)
@@ -141,6 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--synthetic-frames", type=int, default=250)
     parser.add_argument("--synthetic-size", type=int, nargs=2, default=[320, 426], metavar=("H", "W"))
     parser.add_argument("--synthetic-fps", type=int, default=25)
+    parser.add_argument("--tune", default=DEFAULT_TUNE, choices=TUNES,
+                        help="x264 tune of the procedural videos (none: x264's default, as most downloaded footage)")
     return parser
 
 
@@ -151,7 +155,7 @@ def main(argv=None) -> int:
         list_path, data_root = args.list, args.data_root
     else:
         list_path, data_root = procedural_list(args.work_dir, args.synthetic_videos, args.synthetic_frames,
-                                               *args.synthetic_size, args.synthetic_fps)
+                                               *args.synthetic_size, args.synthetic_fps, args.tune)
     cfg = Config()
     cfg.data.dataset, cfg.data.train_list, cfg.data.data_root = args.dataset, list_path, data_root
     cfg.data.num_workers, cfg.data.sampling_rate = args.workers, args.rate

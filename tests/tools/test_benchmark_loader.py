@@ -29,4 +29,4 @@ def test_reports_decode_transform_bytes_and_rates_per_mode(tool, tmp_path, capsy
         assert 1000 / (total + 0.051) <= rate <= 1000 / (total - 0.051)  # total is printed rounded
         assert values[5] == f"{3 * 4 * 32 * 32:,d}"  # uint8 (C, T, H, W) clip
         assert float(values[6]) > 0
-    assert (tmp_path / "procedural_2x24_48x64_25fps" / "train.csv").read_text().count("\n") == 2
+    assert (tmp_path / "procedural_2x24_48x64_25fps_fastdecode" / "train.csv").read_text().count("\n") == 2
