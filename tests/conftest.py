@@ -1,7 +1,9 @@
 """Shared fixtures: generated videos and a tiny synthetic dataset (made once per session)."""
 
 import importlib.util
+import sys
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Union
 
 # Before any test module can import decord: a PyAV loaded after decord cannot encode VP9 (see
@@ -15,16 +17,20 @@ from video_mcmae import synthetic
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
 
-@pytest.fixture(scope="session")
-def load_tool() -> Callable:
-    """load_tool("benchmark") -> tools/benchmark.py as a fresh module (the tools are scripts, not a package)."""
-    def load(name: str):
-        spec = importlib.util.spec_from_file_location(f"{name}_tool", TOOLS / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return module
+def tool_module(name: str) -> ModuleType:
+    """tool_module("benchmark") -> tools/benchmark.py as a fresh module named ``benchmark_tool`` (the tools
+    are scripts, not a package). For module-level use: ``from tests.conftest import tool_module``."""
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", TOOLS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
-    return load
+
+@pytest.fixture(scope="session")
+def load_tool() -> Callable[[str], ModuleType]:
+    """load_tool("benchmark") -> tools/benchmark.py as a fresh module (see ``tool_module``)."""
+    return tool_module
 
 
 # The tiny dataset every test shares; tests read these to know what to expect.

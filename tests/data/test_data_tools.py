@@ -1,24 +1,12 @@
-import importlib.util
 import json
 import os
-from pathlib import Path
 
 import pytest
 
 from video_mcmae.data.lists import read_class_names, read_list
 from video_mcmae.data.readers import open_video
 
-TOOLS = Path(__file__).resolve().parents[2] / "tools"
-
-
-def load_tool(name):
-    spec = importlib.util.spec_from_file_location(name, TOOLS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_build_ssv2_list(tmp_path):
+def test_build_ssv2_list(tmp_path, load_tool):
     tool = load_tool("build_data_list")
     (tmp_path / "labels.json").write_text(json.dumps(
         {"Pushing something from left to right": "1", "Putting something onto something": "0"}))
@@ -36,7 +24,7 @@ def test_build_ssv2_list(tmp_path):
                       "--out", str(tmp_path / "test.csv")]) == 2
 
 
-def test_build_folder_list(tmp_path):
+def test_build_folder_list(tmp_path, load_tool):
     tool = load_tool("build_data_list")
     for cls, files in {"walking": ["b.mp4", "a.webm"], "abseiling": ["x.mp4", "notes.txt"]}.items():
         (tmp_path / "train" / cls).mkdir(parents=True)
@@ -54,7 +42,7 @@ def test_build_folder_list(tmp_path):
     assert [(s.path, s.label) for s in read_list(str(val))] == [("walking/v.mp4", 1)]
 
 
-def test_an_existing_class_name_file_is_replaced_only_with_overwrite(tmp_path, capsys):
+def test_an_existing_class_name_file_is_replaced_only_with_overwrite(tmp_path, capsys, load_tool):
     tool = load_tool("build_data_list")
     (tmp_path / "train" / "walking").mkdir(parents=True)
     (tmp_path / "train" / "walking" / "a.mp4").write_bytes(b"")
@@ -68,7 +56,7 @@ def test_an_existing_class_name_file_is_replaced_only_with_overwrite(tmp_path, c
     assert read_class_names(str(names)) == ["walking"] and [s.label for s in read_list(str(out))] == [0]
 
 
-def test_an_existing_list_is_replaced_only_with_overwrite_before_any_scan(tmp_path, capsys, monkeypatch):
+def test_an_existing_list_is_replaced_only_with_overwrite_before_any_scan(tmp_path, capsys, monkeypatch, load_tool):
     tool = load_tool("build_data_list")
     (tmp_path / "train" / "walking").mkdir(parents=True)
     (tmp_path / "train" / "walking" / "a.mp4").write_bytes(b"")
@@ -86,7 +74,7 @@ def test_an_existing_list_is_replaced_only_with_overwrite_before_any_scan(tmp_pa
     assert [(s.path, s.label) for s in read_list(str(out))] == [("walking/a.mp4", 0)]
 
 
-def test_check_data_list_splits_clean_and_quarantine(tmp_path, video_dir, vids):
+def test_check_data_list_splits_clean_and_quarantine(tmp_path, video_dir, vids, load_tool):
     tool = load_tool("check_data_list")
     bad = vids.make_bad_files(str(tmp_path / "bad"))
     lst = tmp_path / "train.csv"
@@ -101,7 +89,7 @@ def test_check_data_list_splits_clean_and_quarantine(tmp_path, video_dir, vids):
     assert all(line.split("\t")[1] for line in quarantine)
 
 
-def test_reencode_short_side_and_skip(tmp_path, video_dir):
+def test_reencode_short_side_and_skip(tmp_path, video_dir, load_tool):
     tool = load_tool("reencode_videos")
     args = ["--input-dir", str(video_dir), "--out-dir", str(tmp_path / "out"), "--short-side", "32", "--workers", "0"]
     assert tool.main(args) == 0

@@ -1,7 +1,6 @@
 """The synthetic set: determinism, real decodable files, lists, and what the labels mean."""
 
 import dataclasses
-import importlib.util
 import json
 import subprocess
 import sys
@@ -407,11 +406,8 @@ def test_encode_video_rejects_bad_input(tmp_path):
         syn.encode_video(tmp_path / "a.mp4", frames[:0])
 
 
-def test_cli(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "make_synthetic_dataset", Path(__file__).parents[2] / "tools" / "make_synthetic_dataset.py")
-    cli = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cli)
+def test_cli(tmp_path, capsys, load_tool):
+    cli = load_tool("make_synthetic_dataset")
     assert cli.main([str(tmp_path), "--num-classes", "4", "--train", "1", "--val", "1", "--test", "1",
                      "--frames", "4", "--height", "16", "--width", "16", "--layouts", "ssv2"]) == 0
     out = capsys.readouterr().out

@@ -1,6 +1,5 @@
 """tools/demo.py: the shortened demo through the real tools learns well above chance and writes
 every output it announces; a failing step stops the demo with the step's name and log."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,14 +10,6 @@ import pytest
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = ".video_mcmae_demo"  # the demo's own file in every folder it made
 BASELINE_KEYS = ("baseline_zero", "baseline_mean", "baseline_nearest", "loss_vs_best_baseline")
-
-
-def _demo_module():
-    spec = importlib.util.spec_from_file_location("demo_tool", os.path.join(REPO, "tools", "demo.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def _env():
@@ -68,8 +59,8 @@ def test_quick_demo_learns_and_writes_every_output(tmp_path):
     assert all(line in tail for line in table.splitlines())
 
 
-def test_a_failing_step_stops_the_demo_and_names_it(tmp_path, monkeypatch, capsys):
-    demo = _demo_module()
+def test_a_failing_step_stops_the_demo_and_names_it(tmp_path, monkeypatch, capsys, load_tool):
+    demo = load_tool("demo")
     monkeypatch.setitem(demo.DATA, "num_classes", 3)  # the synthetic set refuses odd class counts
     monkeypatch.setenv("PYTHONPATH", REPO)
     assert demo.main(["--quick", "--out", str(tmp_path / "d")]) == 1
@@ -80,8 +71,8 @@ def test_a_failing_step_stops_the_demo_and_names_it(tmp_path, monkeypatch, capsy
     assert not (tmp_path / "d" / "pretrain").exists()
 
 
-def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
-    demo = _demo_module()
+def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys, load_tool):
+    demo = load_tool("demo")
     keep = tmp_path / "mine" / "notes.txt"
     keep.parent.mkdir()
     keep.write_text("precious")
@@ -90,9 +81,9 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys):
     assert keep.read_text() == "precious"
 
 
-def test_refuses_a_folder_with_logs_it_did_not_make(tmp_path, monkeypatch, capsys):
+def test_refuses_a_folder_with_logs_it_did_not_make(tmp_path, monkeypatch, capsys, load_tool):
     """logs/ is no sign of a demo: without the demo's marker nothing in the folder is touched."""
-    demo = _demo_module()
+    demo = load_tool("demo")
     monkeypatch.setitem(demo.DATA, "num_classes", 3)  # were the folder taken, the first step fails fast
     monkeypatch.setenv("PYTHONPATH", REPO)
     out = tmp_path / "results"
@@ -105,8 +96,8 @@ def test_refuses_a_folder_with_logs_it_did_not_make(tmp_path, monkeypatch, capsy
     assert f"--out {out} exists and is not an earlier demo's output (no {MARKER} file" in capsys.readouterr().err
 
 
-def test_replaces_the_folder_an_earlier_demo_made(tmp_path, monkeypatch, capsys):
-    demo = _demo_module()
+def test_replaces_the_folder_an_earlier_demo_made(tmp_path, monkeypatch, capsys, load_tool):
+    demo = load_tool("demo")
     monkeypatch.setitem(demo.DATA, "num_classes", 3)  # the first step fails fast
     monkeypatch.setenv("PYTHONPATH", REPO)
     out = tmp_path / "d"

@@ -1,25 +1,17 @@
 """tools/eval_ssl.py at its quick size: the plumbing only (files written, every row of the table,
 numbers in range, a PNG that decodes), plus the pieces whose answer is known."""
-import importlib.util
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 
 @pytest.fixture(scope="module")
-def tool():
-    spec = importlib.util.spec_from_file_location("eval_ssl_tool", os.path.join(REPO, "tools", "eval_ssl.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+def tool(load_tool):
+    return load_tool("eval_ssl")
 
 
 def test_quick_run_writes_the_table_json_and_png(tool, tmp_path):

@@ -1,20 +1,9 @@
 """tools/export_weights.py: user errors give one line and exit 2, nothing is overwritten.
 (Exports of real ZeRO-0/1/2 checkpoints: tests/engine/test_checkpoint.py, test_run_pretrain.py.)"""
-import importlib.util
-import os
-
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def _tool():
-    spec = importlib.util.spec_from_file_location("export_weights", os.path.join(REPO, "tools", "export_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_missing_checkpoint_and_existing_output(tmp_path, capsys):
-    tool = _tool()
+def test_missing_checkpoint_and_existing_output(tmp_path, capsys, load_tool):
+    tool = load_tool("export_weights")
     assert tool.main([str(tmp_path / "nope"), str(tmp_path / "w")]) == 2
     assert "not a complete DeepSpeed checkpoint" in capsys.readouterr().err
     ckpt = tmp_path / "run" / "epoch-0001"

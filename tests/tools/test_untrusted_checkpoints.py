@@ -7,7 +7,6 @@ file is never created.
 The checkpoint is made once per module by one run of tools/run_pretrain.py; the entry points run
 in this process (their `main(argv)`), except `run_finetune.py --eval --resume`, which builds a
 DeepSpeed engine before it loads the weights and so runs as its own process."""
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -16,6 +15,7 @@ import sys
 import pytest
 import torch
 
+from tests.conftest import tool_module
 from video_mcmae import api
 from video_mcmae.engine import finetune, pretrain
 from video_mcmae.engine.multiview import run_test_cli
@@ -25,15 +25,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 OPTIM_STATES = "bf16_zero_pp_rank_0_mp_rank_00_optim_states.pt"
 
 
-def _tool(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, "tools", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-export_tool, viz_tool = _tool("export_weights"), _tool("visualize_reconstruction")
+export_tool, viz_tool = tool_module("export_weights"), tool_module("visualize_reconstruction")
 
 
 class _Payload:

@@ -3,7 +3,6 @@ that is not UTF-8, an output path that is a file, a full or read-only disk and w
 model end as exit status 2 and one `error: ...` line on stderr naming the file, never a traceback."""
 import dataclasses
 import errno
-import importlib.util
 import json
 import os
 import random
@@ -85,13 +84,6 @@ def _finetune_args(root, out, *extra):
     return ["--config", FINETUNE_CONFIG, "--output_dir", str(out)] + [a for o in opts for a in ("--opt", o)] + list(extra)
 
 
-def _export_tool():
-    spec = importlib.util.spec_from_file_location("export_weights", os.path.join(REPO, "tools", "export_weights.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _raise(error):
     def fail(*args, **kwargs):
         raise error
@@ -128,7 +120,8 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_user_errors_are_one_line_and_exit_2(case, files, synthetic_root, tmp_path, restore_env, monkeypatch, capsys):
+def test_user_errors_are_one_line_and_exit_2(case, files, synthetic_root, tmp_path, restore_env, monkeypatch, capsys,
+                                            load_tool):
     how, extra, expected = CASES[case]
     out = tmp_path / "out"
     extra = [a.format(d=files) for a in extra]
@@ -140,7 +133,7 @@ def test_user_errors_are_one_line_and_exit_2(case, files, synthetic_root, tmp_pa
     elif how == "export_full_disk":
         full = SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
         monkeypatch.setattr("video_mcmae.engine.checkpoint.save_file", _raise(full))
-        rc = _export_tool().main([str(files / "run" / "epoch-0001"), str(out / "w")])
+        rc = load_tool("export_weights").main([str(files / "run" / "epoch-0001"), str(out / "w")])
     else:
         monkeypatch.setattr(torch, "save", _raise(RuntimeError("[enforce fail at inline_container.cc:672] . "
                                                                 "unexpected pos 576 vs 534")))

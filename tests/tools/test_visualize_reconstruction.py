@@ -1,30 +1,15 @@
 """tools/visualize_reconstruction.py: output files and sizes, the masked-input panel, the undoing of
 the target normalisation (checked against the models' own `target`), options and errors."""
-import importlib.util
-import os
-import sys
-
 import numpy as np
 import pytest
 import timm
 import torch
 
 import video_mcmae.models  # noqa: F401  (registers the presets)
+from tests.conftest import tool_module
 from video_mcmae import api
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
-def _tool():
-    spec = importlib.util.spec_from_file_location("visualize_reconstruction",
-                                                  os.path.join(REPO, "tools", "visualize_reconstruction.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
-
-
-viz = _tool()
+viz = tool_module("visualize_reconstruction")
 
 
 @pytest.fixture(scope="module")
