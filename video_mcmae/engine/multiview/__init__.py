@@ -11,47 +11,26 @@ Every test video is seen through `T x S` views (temporal view t, spatial crop s)
 - `report`: `compute_metrics`, `format_report` and `write_report` (CSV, PNG, summary.json).
 - `run`: the model and weights under test, the autocast policy, `run_test` / `merge_shards` and
   the two command-line entry points (tools/test_multiview.py, tools/merge_multiview.py).
+
+The package re-exports only the names imported from it (by the tools and tests); import anything
+else from its submodule.
 """
-from .merge import MAX_LISTED, MergedViews, merge_views
-from .report import (
-    PLOT_MAX_CLASSES,
-    compute_metrics,
-    confusion_matrix,
-    effective_topk,
-    format_report,
-    ranked_classes,
-    write_report,
-)
-from .run import (
-    autocast_dtype,
-    collect_views,
-    load_test_model,
-    merge_cli,
-    merge_shards,
-    resolve_output_dir,
-    run_test,
-    run_test_cli,
-)
+from .merge import merge_views
+from .report import compute_metrics, format_report, write_report
+from .run import autocast_dtype, collect_views, load_test_model, merge_cli, run_test_cli
 from .shards import (
-    SHARD_FORMAT,
-    SHARD_PATTERN,
     MultiViewError,
     ViewCollector,
     ViewManifest,
     gather_shards,
     load_shards,
     make_shard,
-    remove_shards,
     save_shard,
-    shard_path,
 )
 
 __all__ = [
-    "MAX_LISTED", "MergedViews", "merge_views",
-    "PLOT_MAX_CLASSES", "compute_metrics", "confusion_matrix", "effective_topk", "format_report", "ranked_classes",
-    "write_report",
-    "autocast_dtype", "collect_views", "load_test_model", "merge_cli", "merge_shards", "resolve_output_dir",
-    "run_test", "run_test_cli",
-    "SHARD_FORMAT", "SHARD_PATTERN", "MultiViewError", "ViewCollector", "ViewManifest", "gather_shards",
-    "load_shards", "make_shard", "remove_shards", "save_shard", "shard_path",
+    "merge_views",
+    "compute_metrics", "format_report", "write_report",
+    "autocast_dtype", "collect_views", "load_test_model", "merge_cli", "run_test_cli",
+    "MultiViewError", "ViewCollector", "ViewManifest", "gather_shards", "load_shards", "make_shard", "save_shard",
 ]
