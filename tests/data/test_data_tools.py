@@ -1,10 +1,9 @@
 import json
 import os
 
-import pytest
-
 from video_mcmae.data.lists import read_class_names, read_list
 from video_mcmae.data.readers import open_video
+
 
 def test_build_ssv2_list(tmp_path, load_tool):
     tool = load_tool("build_data_list")
