@@ -346,7 +346,10 @@ def _full_rect(frames: torch.Tensor) -> Rect:
 def contrast(frames: torch.Tensor, factor: float, out: Rect) -> torch.Tensor:
     """PIL's ImageEnhance.Contrast on region `out`: blend with the frame's grey mean rounded to
     an integer (the mean from the channel means with PIL's grey weights)."""
-    channel_means = frames.float().mean(dim=(-2, -1))  # (T, C)
+    t, c, h, w = frames.shape
+    # (T, C); frame by frame: the same float32 sums (each frame's in the same order) without
+    # a float copy of the whole clip
+    channel_means = torch.cat([frames[f].float().mean(dim=(-2, -1)) for f in _frame_blocks(t, c * h * w)])
     grey = channel_means @ torch.tensor([19595.0, 38470.0, 7471.0]).div_(65536.0)
     mean = grey.add_(0.5).floor_().numpy().reshape(-1, 1, 1)
     return _look_up(_crop(frames, _full_rect(frames), out), _blend_table(mean, factor))
