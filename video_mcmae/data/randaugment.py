@@ -325,12 +325,12 @@ def solarize(x: torch.Tensor, threshold: int) -> torch.Tensor:
     """Invert values >= threshold (threshold 256: unchanged)."""
     if threshold >= 256:
         return x
-    return x ^ (x >= threshold).to(torch.uint8).mul_(255)  # 255 − v == v ^ 255 for uint8
+    return x ^ (x >= threshold).view(torch.uint8).mul_(255)  # 255 − v == v ^ 255 for uint8; bool views as 0/1
 
 
 def solarize_add(x: torch.Tensor, add: int, threshold: int = 128) -> torch.Tensor:
     """Add `add` (<= 128) to values below `threshold` (128): never past 255, so no clamp."""
-    return x + (x < threshold).to(torch.uint8).mul_(add)
+    return x + (x < threshold).view(torch.uint8).mul_(add)
 
 
 def posterize(x: torch.Tensor, bits: int) -> torch.Tensor:
