@@ -276,19 +276,28 @@ def _shift_lines(x: torch.Tensor, x_rect: Rect, out: Rect, slope: float, shift: 
     frames = torch.empty((t, ch) + frame_out[2:], dtype=torch.uint8)  # the frames' layout, whatever x's
     if (j1 <= j0).all():  # x is a stand-in pixel then (see _preimage)
         return frames.fill_(fill)
-    index = (k - x_rect[1] + first_tap).astype(np.int64)[:, None] + np.arange(n_pos + n_taps - 1)
-    index = torch.from_numpy(index.clip(0, x_rect[3] - 1)).expand(t, ch, -1, -1)
+    p0, p1 = int(j0.min()), int(j1.max())  # positions some line samples inside the frame
+    n, run = p1 - p0, p1 - p0 + n_taps - 1  # positions computed, input pixels each line reads
+    start = (k - x_rect[1] + first_tap).astype(np.int64) + p0  # x's pixel under line's first tap at p0
     lines = x[..., line0 - x_rect[0]:line0 - x_rect[0] + n_lines, :]
+    if slope == 0 and 0 <= start[0] and start[0] + run <= x_rect[3]:  # translation within x: a slice
+        index = None
+    else:
+        index = torch.from_numpy((start[:, None] + np.arange(run)).clip(0, x_rect[3] - 1)).expand(t, ch, -1, -1)
     weights = [torch.from_numpy(w.astype(np.float32)).unsqueeze_(1) for w in weights]
-    for block in _frame_blocks(t, ch * index.shape[-2] * index.shape[-1]):
-        taps = torch.gather(lines[block], 3, index[block]).to(torch.float32)
-        if cubic:  # the same float32 steps as one multiply and three fused multiply-adds per line
-            value = taps[..., :n_pos] * weights[0]
-            for tap in range(1, n_taps):
-                value.addcmul_(taps[..., tap:tap + n_pos], weights[tap])
+    computed = frames[..., p0:p1, :] if along_columns else frames[..., p0:p1]
+    for block in _frame_blocks(t, ch * n_lines * run):
+        if index is None:
+            taps = lines[block, ..., start[0]:start[0] + run].to(torch.float32)
         else:
-            value = torch.lerp(taps[..., :n_pos], taps[..., 1:], weights[1])
-        _to_uint8(value.transpose(-2, -1) if along_columns else value, frames[block])  # written contiguously
+            taps = torch.gather(lines[block], 3, index[block]).to(torch.float32)
+        if cubic:  # the same float32 steps as one multiply and three fused multiply-adds per line
+            value = taps[..., :n] * weights[0]
+            for tap in range(1, n_taps):
+                value.addcmul_(taps[..., tap:tap + n], weights[tap])
+        else:
+            value = torch.lerp(taps[..., :n], taps[..., 1:], weights[1])
+        _to_uint8(value.transpose(-2, -1) if along_columns else value, computed[block])  # written contiguously
     positions = np.arange(n_pos)
     outside = torch.from_numpy((positions < j0[:, None]) | (positions >= j1[:, None]))
     return _fill_outside(frames, outside.T if along_columns else outside, fill)
