@@ -140,6 +140,23 @@ def test_geometric_ops_match_timm_pil(name, interpolation):
 
 
 @pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
+@pytest.mark.parametrize("name", ["ShearX", "ShearY", "TranslateXRel", "TranslateYRel"])
+def test_shifts_inside_the_frame_match_timm_pil(name, interpolation):
+    """Boxes inside the frame: translations read a slice of their region (no gather), shears
+    start their lines part-way; both must still be PIL's result cropped."""
+    frames = make_frames(h=90, w=120)
+    ra = RandAugment("rand-m9", interpolation=interpolation)
+    for box in [(20, 30, 40, 50), (5, 60, 70, 41), (33, 2, 9, 100)]:
+        top, left, h, w = box
+        for timm_name, base, arg in op_cases(name):
+            for factor in (1.0, 0.1):  # small shifts keep every tap inside the box's region
+                out = ra(as_clip(frames), [(base, arg * factor)], box).permute(0, 2, 3, 1).numpy().astype(int)
+                for t, frame in enumerate(frames):
+                    expected = timm_op(timm_name, arg * factor, frame, interpolation)[top:top + h, left:left + w]
+                    assert np.abs(out[t] - expected).max() <= 1, (timm_name, arg * factor, box, t)
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic"])
 def test_region_is_the_crop_of_the_full_result(interpolation):
     frames = as_clip(make_frames(t=3))
     ra = RandAugment("rand-m9-n4-mstd0.5-inc1-p1.0", interpolation=interpolation)

@@ -15,11 +15,17 @@ translation (PIL's filters: linear, or its bicubic with a = −1; PIL's edge rul
 outside the frame takes the fill colour, one inside uses taps clamped to the frame edge, results
 truncated). Rotation samples with `grid_sample` (bilinear: within 1 of PIL; bicubic: PyTorch's
 a = −0.75 kernel, a few levels apart at sharp edges). torchvision.transforms.v2.functional does
-invert, posterize, colour and sharpness; the rest is tensor code because it measured faster
-(16x320x427 clips, one core): look-up tables with np.take for brightness, contrast, autocontrast
-and equalize (torch has no uint8 look-up), bit arithmetic for solarize (`torch.where` is ~5x
-slower on uint8), and shear/translation as 1-D interpolation between shifted slices of each row
-or column (2-3x cheaper than torchvision's affine, whose output must also be the input's size).
+invert and posterize; colour and sharpness repeat its float32 steps (same results) on planar
+frame blocks, sharpness on the crop only with its rounded blur from integer 3x3 sums. The rest is
+tensor code because it measured faster (16x320x427 clips, one core): look-up tables with np.take
+for brightness, contrast, autocontrast and equalize (torch has no uint8 look-up), equalize's
+histograms by PIL's C counter (3x faster than torch.bincount), bit arithmetic for solarize
+(`torch.where` is ~5x slower on uint8), and shear/translation as 1-D interpolation along each row
+or column: one uint8 gather of every output line's input run (a slice for a translation), then a
+multiply-add per tap with per-line weights (2-3x cheaper than torchvision's affine, whose output
+must also be the input's size). Float work runs in blocks of frames of about 1 MiB, so that its
+several passes stay in cache (about twice as fast as passes over the whole clip), and is rounded
+to uint8 in one numpy pass.
 
 Only what the following random resized crop keeps is computed: `__call__(clip, ops, box)`
 returns RandAugment(clip)[box], each op running on the region its successors need (the box,
@@ -211,11 +217,11 @@ def _warp(x: torch.Tensor, x_rect: Rect, out: Rect, matrix: Sequence[float], fil
     grid = grid.to(torch.float32).unsqueeze_(0)
     t, ch = x.shape[:2]
     result = torch.empty((t, ch, height, width), dtype=torch.uint8)
-    for frames in _frame_blocks(t, ch * (x_height * x_width + height * width)):
-        src = x[frames].to(torch.float32, memory_format=torch.contiguous_format)
+    for block in _frame_blocks(t, ch * (x_height * x_width + height * width)):
+        src = x[block].to(torch.float32, memory_format=torch.contiguous_format)
         value = F.grid_sample(src.view(1, -1, x_height, x_width), grid, mode=mode, padding_mode="border",
                               align_corners=False)
-        _to_uint8(value.view(-1, ch, height, width), result[frames])
+        _to_uint8(value.view(-1, ch, height, width), result[block])
     return _fill_outside(result, outside, fill)
 
 
@@ -409,11 +415,13 @@ def color(x: torch.Tensor, factor: float) -> torch.Tensor:
     if ch != 3:
         return TF.adjust_saturation(x, factor)
     result = torch.empty(x.shape, dtype=torch.uint8)
-    for frames in _frame_blocks(t, (ch + 1) * h * w):
-        block = x[frames].to(torch.float32, memory_format=torch.contiguous_format)  # planes: all ops vectorise
-        r, g, b = block.unbind(1)
+    for block in _frame_blocks(t, (ch + 1) * h * w):
+        # converted once, as planes: torch would convert the uint8 operand of every op, and ops on
+        # interleaved channels do not vectorise
+        planes = x[block].to(torch.float32, memory_format=torch.contiguous_format)
+        r, g, b = planes.unbind(1)
         grey = r.mul(0.2989).add_(g, alpha=0.587).add_(b, alpha=0.114).floor_().unsqueeze_(1)
-        np.clip(block.mul_(factor).add_(grey, alpha=1.0 - factor).numpy(), 0, 255, out=result[frames].numpy(),
+        np.clip(planes.mul_(factor).add_(grey, alpha=1.0 - factor).numpy(), 0, 255, out=result[block].numpy(),
                 casting="unsafe")
     return result
 
@@ -441,13 +449,13 @@ def sharpness(x: torch.Tensor, factor: float, x_rect: Rect, out: Rect) -> torch.
     for columns in (slice(0, c0 - left), slice(c1 - left, out[3])):
         result[..., columns] = region[..., columns]
     inside = result[..., r0 - top:r1 - top, c0 - left:c1 - left]
-    for frames in _frame_blocks(t, ch * (r1 - r0 + 2) * (c1 - c0 + 2)):
-        src = x[frames, :, r0 - 1:r1 + 1, c0 - 1:c1 + 1].to(torch.float32, memory_format=torch.contiguous_format)
+    for block in _frame_blocks(t, ch * (r1 - r0 + 2) * (c1 - c0 + 2)):
+        src = x[block, :, r0 - 1:r1 + 1, c0 - 1:c1 + 1].to(torch.float32, memory_format=torch.contiguous_format)
         rows = (src[..., :-2, :] + src[..., 1:-1, :]).add_(src[..., 2:, :])
         centre = src[..., 1:-1, 1:-1]
         blurred = (rows[..., :-2] + rows[..., 1:-1]).add_(rows[..., 2:]).add_(centre, alpha=4)
         blurred.mul_(1 / 13).round_().sub_(centre)
-        np.clip(centre.add_(blurred, alpha=1.0 - factor).numpy(), 0, 255, out=inside[frames].numpy(),
+        np.clip(centre.add_(blurred, alpha=1.0 - factor).numpy(), 0, 255, out=inside[block].numpy(),
                 casting="unsafe")
     return result
 
