@@ -312,7 +312,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     loader.add_argument("--list", required=True, help="training list (tools/make_synthetic_dataset.py writes one)")
     loader.add_argument("--data-root", default="")
     loader.add_argument("--dataset", choices=("k400", "ssv2"), default="k400")
-    loader.add_argument("--reader", choices=("decord", "pyav"), default="decord",
+    loader.add_argument("--reader", choices=("decord", "pyav"), default="pyav",
                         help="data.reader (decord falls back to PyAV for a file it cannot read)")
     loader.add_argument("--workers", type=int, default=16, help="DataLoader worker processes")
     loader.add_argument("--num-sample", type=int, default=2, help="clips per decoded video (the recipe's 2)")

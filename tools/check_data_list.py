@@ -1,7 +1,8 @@
 """Check every video of a data list and split it into a clean list and a quarantine list.
 
-A video passes when it opens and its first and last frames decode (decord, falling back to PyAV
-as in training; or --backend pyav). Writes, next to each other in --out-dir:
+A video passes when it opens and its first and last frames decode with the reader training uses
+(PyAV by default; --backend decord tries decord first and falls back to PyAV, as training does
+with data.reader=decord). Writes, next to each other in --out-dir:
 
 - `<name>.clean<ext>`: the readable samples, paths as written in the input list;
 - `<name>.quarantine.tsv`: `path<TAB>reason` for each unreadable video.
@@ -17,7 +18,7 @@ from video_mcmae.data.lists import read_list, write_list
 from video_mcmae.data.readers import BACKENDS, scan_videos
 
 
-def check_list(list_path: str, data_root: str, out_dir: str, backend: str = "decord",
+def check_list(list_path: str, data_root: str, out_dir: str, backend: str = "pyav",
                workers: int = 0, num_classes: int = None, progress: bool = True):
     """Returns (clean list path, quarantine path, number of bad videos)."""
     samples = read_list(list_path, num_classes)  # paths as written, for the clean list
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("list", help="data list to check")
     parser.add_argument("--data-root", default="", help="joined to relative paths of the list")
     parser.add_argument("--out-dir", required=True, help="where the clean and quarantine lists go")
-    parser.add_argument("--backend", default="decord", choices=BACKENDS)
+    parser.add_argument("--backend", default="pyav", choices=BACKENDS)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="checking processes (0: this one)")
     parser.add_argument("--num-classes", type=int, default=None, help="also check labels < this")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

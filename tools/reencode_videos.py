@@ -1,8 +1,9 @@
 """Re-encode videos to H.264 mp4 with the short side at most --short-side (320), keeping the aspect.
 
 The reference trained on K400 resized to short side 320 and on SSv2 re-encoded to mp4; smaller
-files decode faster. x264's `fastdecode` tune (the default, `--tune`) halves the decode time
-again for +11-13% file size (video_mcmae/data/encoding.py). Videos already smaller than --short-side keep their size (never upscaled).
+files decode faster. x264's `fastdecode` tune (the default, `--tune`) takes ~40% off the decode
+time again for +11-13% file size (video_mcmae/data/encoding.py). Videos already smaller than
+--short-side keep their size (never upscaled).
 Output is constant frame rate at the source's average rate, yuv420p, no audio. Files whose
 output already exists are skipped; outputs are written to a temporary name and renamed when
 complete, so an interrupted run never leaves a half-written file that looks done.
@@ -106,7 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--crf", type=int, default=DEFAULT_CRF, help="x264 quality (lower = better, larger)")
     parser.add_argument("--preset", default=DEFAULT_PRESET, help="x264 speed preset")
     parser.add_argument("--tune", default=DEFAULT_TUNE, choices=TUNES,
-                        help="x264 tune; fastdecode (default) decodes ~2x faster for ~12%% larger files, "
+                        help="x264 tune; fastdecode (default) decodes in ~40%% less time for ~12%% larger files, "
                              "none = x264's default")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     return parser

@@ -3,9 +3,9 @@ encodes its procedural set the same way).
 
 A training clip decodes a 64-frame window for 16 frames, so decode speed, not file size, is what a
 copy should buy. x264's `fastdecode` tune (CAVLC instead of CABAC, no deblocking, no weighted
-prediction) halves the decode time of short-side-320 footage on the CPU at +11-13% file size and
-0.1-0.4 dB PSNR at the same CRF (docs/recipes.md#data has the measurement); both decord and PyAV
-read such files as any H.264.
+prediction) cuts the CPU decode time of short-side-320 footage by ~40% for +11-13% file size and
+0.1-0.4 dB PSNR at the same CRF (docs/recipes.md#data has the measurement); decord and PyAV read
+such files as any H.264.
 """
 from __future__ import annotations
 
