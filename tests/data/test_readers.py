@@ -28,8 +28,8 @@ def test_decord_and_pyav_agree(video_dir, name):
     a = open_video(video_dir / name, "pyav")
     assert d.num_frames == a.num_frames
     idx = list(range(0, d.num_frames, 3)) + [1]
-    diff = np.abs(d.get_frames(idx).astype(int) - a.get_frames(idx).astype(int))
-    assert diff.mean() < 1.0 and diff.max() <= 8
+    # identical frames: switching data.reader (PyAV by default) must not change what a run sees
+    assert np.array_equal(d.get_frames(idx), a.get_frames(idx))
 
 
 def _record_decoded_pts(reader, monkeypatch) -> list:
