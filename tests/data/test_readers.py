@@ -1,4 +1,6 @@
+import gc
 import logging
+import multiprocessing
 import pickle
 
 import numpy as np
@@ -148,3 +150,32 @@ def test_pyav_decodes_only_from_the_keyframe_of_each_run(tmp_path, vids, monkeyp
     frames = r.get_frames(wanted)
     assert [vids.decoded_level(f) for f in frames] == pytest.approx([vids.level(i) for i in wanted], abs=3)
     assert len(decoded) < wanted[-1] + 1  # the B-frames nobody wants or refers to are skipped
+
+
+def _collect_and_exit():
+    gc.collect()
+
+
+def test_a_closed_reader_in_a_cycle_is_freed_safely_in_a_forked_worker(video_dir):
+    """DataLoader workers are forked: garbage the parent left in a reference cycle is freed in the
+    child. A PyAV reader that kept its threaded codec context after close() deadlocked there
+    (freeing the parent's decoder threads), which hung the test suite once PyAV was the default."""
+    reader = open_video(video_dir / "a.mp4", "pyav", num_threads=2)  # two decoder threads
+    reader.get_frames([0, 5])
+    reader.close()
+    cycle = [reader]
+    cycle.append(cycle)
+    del reader, cycle
+    gc.disable()  # the cycle survives until the child collects it
+    try:
+        child = multiprocessing.get_context("fork").Process(target=_collect_and_exit)
+        child.start()
+        child.join(30)
+        hung = child.is_alive()
+        if hung:
+            child.kill()
+            child.join()
+    finally:
+        gc.enable()
+        gc.collect()
+    assert not hung and child.exitcode == 0

@@ -153,16 +153,16 @@ class PyAVReader:
                 if packet.is_keyframe:
                     keys.append(ts)
         except VideoReadError:
-            self._container.close()
+            self.close()
             raise
         except Exception as e:
-            self._container.close()
+            self.close()
             raise VideoReadError(self.path, f"pyav: {_first_line(e)}") from None
         self._pts = np.unique(np.asarray(pts, dtype=np.int64))
         self._keyframes = np.searchsorted(self._pts, np.unique(np.asarray(keys, dtype=np.int64)))
         self.num_frames = int(self._pts.size)
         if self.num_frames == 0:
-            self._container.close()
+            self.close()
             raise VideoReadError(self.path, "no video frames")
         rate = self._stream.average_rate or self._stream.guessed_rate
         self.fps = float(rate) if rate else 0.0
@@ -232,9 +232,13 @@ class PyAVReader:
         return np.stack(frames)[inverse.reshape(-1)]
 
     def close(self) -> None:
+        """Close the file and drop the stream: its codec context (and the decoder's threads) is
+        freed now, in this process. A reader kept alive in a reference cycle would otherwise be
+        freed by whichever process collects it, possibly a forked DataLoader worker, where
+        freeing the parent's decoder threads deadlocks."""
         if self._container is not None:
             self._container.close()
-            self._container = None
+        self._container = self._stream = None
 
     def __enter__(self):
         return self
