@@ -11,6 +11,7 @@ decord fails on a file and fallback is on, the PyAV reader takes over and the sw
 """
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import re
@@ -22,6 +23,11 @@ logger = logging.getLogger(__name__)
 
 BACKENDS = ("decord", "pyav")
 _fallback_logged: set = set()
+
+# DataLoader workers are forked. Garbage the parent still holds (a PyAV stream in a reference
+# cycle) would be freed in the child, and freeing a codec context whose decoder threads live only
+# in the parent deadlocks; collecting it in the parent before every fork prevents that.
+os.register_at_fork(before=gc.collect)
 
 
 class VideoReadError(Exception):
