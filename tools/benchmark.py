@@ -46,6 +46,7 @@ from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
 from video_mcmae.data.datasets import build_loader, set_epoch
 from video_mcmae.data.device import to_model_input
+from video_mcmae.data.readers import BACKENDS, DEFAULT_BACKEND
 from video_mcmae.models import PRESETS, dwconv, is_pretraining
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -312,7 +313,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     loader.add_argument("--list", required=True, help="training list (tools/make_synthetic_dataset.py writes one)")
     loader.add_argument("--data-root", default="")
     loader.add_argument("--dataset", choices=("k400", "ssv2"), default="k400")
-    loader.add_argument("--reader", choices=("decord", "pyav"), default="pyav",
+    loader.add_argument("--reader", choices=BACKENDS, default=DEFAULT_BACKEND,
                         help="data.reader (decord falls back to PyAV for a file it cannot read)")
     loader.add_argument("--workers", type=int, default=16, help="DataLoader worker processes")
     loader.add_argument("--num-sample", type=int, default=2, help="clips per decoded video (the recipe's 2)")

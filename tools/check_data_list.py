@@ -15,16 +15,16 @@ import sys
 
 from video_mcmae.cli import run_cli
 from video_mcmae.data.lists import read_list, write_list
-from video_mcmae.data.readers import BACKENDS, scan_videos
+from video_mcmae.data.readers import BACKENDS, DEFAULT_BACKEND, scan_videos
 
 
-def check_list(list_path: str, data_root: str, out_dir: str, backend: str = "pyav",
+def check_list(list_path: str, data_root: str, out_dir: str, backend: str = DEFAULT_BACKEND,
                workers: int = 0, num_classes: int = None, progress: bool = True):
     """Returns (clean list path, quarantine path, number of bad videos)."""
     samples = read_list(list_path, num_classes)  # paths as written, for the clean list
     full = [os.path.join(data_root, s.path) if data_root and not os.path.isabs(s.path) else s.path
             for s in samples]
-    bad = scan_videos(full, backend, workers, fallback=backend == "decord", progress=progress)
+    bad = scan_videos(full, backend, workers, progress=progress)
     os.makedirs(out_dir, exist_ok=True)
     stem, ext = os.path.splitext(os.path.basename(list_path))
     clean_path = os.path.join(out_dir, f"{stem}.clean{ext or '.csv'}")
@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("list", help="data list to check")
     parser.add_argument("--data-root", default="", help="joined to relative paths of the list")
     parser.add_argument("--out-dir", required=True, help="where the clean and quarantine lists go")
-    parser.add_argument("--backend", default="pyav", choices=BACKENDS)
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKENDS)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="checking processes (0: this one)")
     parser.add_argument("--num-classes", type=int, default=None, help="also check labels < this")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

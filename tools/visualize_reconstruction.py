@@ -168,7 +168,7 @@ def output_fps(loaded, path: str, requested: Optional[float]) -> float:
     if num_frames is None or path.lower().endswith(IMAGE_EXTENSIONS):
         return 4.0
     s = loaded.settings
-    with open_video(path, s.reader, fallback=s.reader == "decord") as reader:
+    with open_video(path, s.reader) as reader:
         fps, n = reader.fps or 25.0, reader.num_frames
     stride = s.sampling_rate if s.dataset == "k400" else max(n / num_frames, 1.0)
     return max(fps / stride, 1.0)

@@ -59,7 +59,7 @@ def read_frames(path: str, num_frames: int, settings: DataConfig) -> np.ndarray:
         return np.repeat(frame[None], num_frames, axis=0)
     if settings.dataset not in DATASET_SAMPLING:
         raise ApiError(f"dataset={settings.dataset!r} has no video sampling; use one of {', '.join(DATASET_SAMPLING)}")
-    with open_video(path, settings.reader, fallback=settings.reader == "decord") as reader:
+    with open_video(path, settings.reader) as reader:
         idx = sample_indices(DATASET_SAMPLING[settings.dataset], "val", reader.num_frames, num_frames,
                              settings.sampling_rate)[0]
         return reader.get_frames(idx)

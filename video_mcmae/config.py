@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 
 import yaml
 
+from video_mcmae.data.readers import DEFAULT_BACKEND
 from video_mcmae.presets import is_pretraining_preset
 
 BASE_KEY = "_base_"
@@ -59,7 +60,7 @@ class DataConfig:
     class_names: str = ""  # optional file, one class name per line
     sampling_rate: int = 4  # frame stride of dense (K400) sampling
     short_side_size: int = 224  # resize target before val/test crops
-    reader: Literal["decord", "pyav"] = "pyav"  # same frames as decord on H.264, 20-40% less decode CPU (docs/recipes.md#data)
+    reader: Literal["decord", "pyav"] = DEFAULT_BACKEND
     num_workers: int = 8
     pin_memory: bool = True
     num_sample: int = 1  # repeated augmentation: clips drawn from one decode

@@ -45,7 +45,7 @@ import torch.utils.data
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
 from .lists import DataListError, Sample, read_class_names, read_list
-from .readers import VideoReadError, open_video, scan_videos
+from .readers import DEFAULT_BACKEND, VideoReadError, open_video, scan_videos
 from .samplers import PaddedContiguousSampler
 from .sampling import DATASET_SAMPLING, sample_indices
 from .transforms import (
@@ -248,7 +248,7 @@ class PretrainDataset(_TrainingMixin, _VideoDataset):
     an item is the stacked clips (num_sample, C, T, H, W)."""
 
     def __init__(self, samples: Sequence[Sample], *, num_frames: int, sampling_rate: int,
-                 transform: Callable, num_sample: int = 1, backend: str = "decord",
+                 transform: Callable, num_sample: int = 1, backend: str = DEFAULT_BACKEND,
                  fallback: bool = True, seed: int = 0, max_bad_fraction: float = 0.05):
         super().__init__(samples, backend=backend, fallback=fallback, seed=seed)
         self.num_frames, self.sampling_rate = num_frames, sampling_rate
@@ -275,7 +275,7 @@ class VideoClsDataset(_TrainingMixin, _VideoDataset):
 
     def __init__(self, samples: Sequence[Sample], *, mode: str, sampling: str, num_frames: int,
                  sampling_rate: int, transform: Callable, num_sample: int = 1,
-                 backend: str = "decord", fallback: bool = True, seed: int = 0,
+                 backend: str = DEFAULT_BACKEND, fallback: bool = True, seed: int = 0,
                  max_bad_fraction: float = 0.05):
         if mode not in ("train", "val"):
             raise ValueError(f"mode must be 'train' or 'val', got {mode!r}")
@@ -328,7 +328,7 @@ class VideoTestDataset(_VideoDataset):
 
     def __init__(self, samples: Sequence[Sample], *, sampling: str, num_frames: int,
                  sampling_rate: int, num_temporal_views: int, num_spatial_crops: int,
-                 transform: EvalTransform, backend: str = "decord", fallback: bool = True):
+                 transform: EvalTransform, backend: str = DEFAULT_BACKEND, fallback: bool = True):
         super().__init__(samples, backend=backend, fallback=fallback, seed=0)
         if transform.num_crops != num_spatial_crops:
             raise ValueError(f"transform makes {transform.num_crops} crops, dataset expects {num_spatial_crops}")
@@ -495,7 +495,7 @@ def build_dataset(cfg, split: str, scan_progress: bool = False):
         return ds
 
     samples = read_list(list_path, num_classes, d.data_root or None)
-    common = dict(backend=d.reader, fallback=d.reader == "decord")
+    common = dict(backend=d.reader)
     sampling = DATASET_SAMPLING[d.dataset]
     if split == "pretrain":
         transform = PretrainTransform(size, a.pretrain_scales)
