@@ -16,7 +16,7 @@ import os
 import sys
 from fractions import Fraction
 from multiprocessing import Pool
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import av
 from tqdm import tqdm
@@ -34,9 +34,9 @@ def output_size(height: int, width: int, short_side: int) -> Tuple[int, int]:
     return max(2, int(round(height * scale / 2)) * 2), max(2, int(round(width * scale / 2)) * 2)
 
 
-def reencode(src: str, dst: str, short_side: int = 320, crf: int = DEFAULT_CRF, preset: str = DEFAULT_PRESET,
-             tune: str = DEFAULT_TUNE) -> str:
-    """Re-encode one file; returns 'done', 'skipped' or 'failed: <reason>'."""
+def reencode(src: str, dst: str, short_side: int = 320, options: Optional[Dict[str, str]] = None) -> str:
+    """Re-encode one file with x264 `options` (default: `x264_options()`); returns 'done',
+    'skipped' or 'failed: <reason>'."""
     if os.path.exists(dst) and os.path.getsize(dst) > 0:
         return "skipped"
     os.makedirs(os.path.dirname(dst) or ".", exist_ok=True)
@@ -51,7 +51,7 @@ def reencode(src: str, dst: str, short_side: int = 320, crf: int = DEFAULT_CRF, 
             with av.open(tmp, "w", format="mp4") as out:
                 enc = out.add_stream("libx264", rate=rate)
                 enc.pix_fmt = "yuv420p"
-                enc.options = x264_options(crf, preset, tune)
+                enc.options = options or x264_options()
                 size = None
                 for i, frame in enumerate(inp.decode(stream)):
                     if size is None:
@@ -72,8 +72,8 @@ def reencode(src: str, dst: str, short_side: int = 320, crf: int = DEFAULT_CRF, 
 
 
 def _job(args):
-    src, dst, short_side, crf, preset, tune = args
-    return src, reencode(src, dst, short_side, crf, preset, tune)
+    src, dst, short_side, options = args
+    return src, reencode(src, dst, short_side, options)
 
 
 def find_inputs(input_dir: Optional[str], list_path: Optional[str], data_root: str) -> List[Tuple[str, str]]:
@@ -121,8 +121,8 @@ def main(argv=None) -> int:
 def _reencode(args: argparse.Namespace) -> int:
     """1 when some video failed (each is listed on stderr), else 0."""
     pairs = find_inputs(args.input_dir, args.list, args.data_root)
-    jobs = [(src, os.path.join(args.out_dir, os.path.splitext(rel)[0] + ".mp4"), args.short_side, args.crf, args.preset,
-             args.tune)
+    options = x264_options(args.crf, args.preset, args.tune)
+    jobs = [(src, os.path.join(args.out_dir, os.path.splitext(rel)[0] + ".mp4"), args.short_side, options)
             for src, rel in pairs]
     counts = {"done": 0, "skipped": 0, "failed": 0}
     failures = []
