@@ -1,5 +1,6 @@
 """Shared fixtures: generated videos and a tiny synthetic dataset (made once per session)."""
 
+import contextlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -12,7 +13,10 @@ import av  # noqa: F401
 import numpy as np
 import pytest
 
+import torch
+
 from video_mcmae import synthetic
+from video_mcmae.engine.distributed import set_deterministic
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
 
@@ -31,6 +35,21 @@ def tool_module(name: str) -> ModuleType:
 def load_tool() -> Callable[[str], ModuleType]:
     """load_tool("benchmark") -> tools/benchmark.py as a fresh module (see ``tool_module``)."""
     return tool_module
+
+
+@contextlib.contextmanager
+def compute_conditions(threads: int, deterministic: bool):
+    """Run a block with `threads` torch threads and deterministic kernels on or off (what
+    `run.deterministic` sets), then restore the caller's: a test whose assertion depends on them
+    states them instead of inheriting the machine's (torch takes 1 or 2 threads on 2 CPUs)."""
+    saved = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    torch.set_num_threads(threads)
+    set_deterministic(deterministic)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(saved[0])
+        set_deterministic(saved[1])
 
 
 # The tiny dataset every test shares; tests read these to know what to expect.

@@ -14,6 +14,7 @@ from video_mcmae.engine.schedule import build_schedules, lr_plan
 from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
 from video_mcmae.models import build_model
 from video_mcmae.weights import MODEL_STATES, load_checkpoint_file
+from tests.conftest import compute_conditions
 
 _ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
 
@@ -200,20 +201,24 @@ def test_export_then_load_equals_engine_weights(tmp_path, dist_info, zero, preci
         ckpt.export_weights(run.out_dir, sf)
 
 
-def test_resume_restores_weights_optimizer_and_position(tmp_path, dist_info):
-    run, engine, optimizer, names = _run(tmp_path / "a", dist_info, 1, "bf16")
-    _train(run, engine, optimizer)
-    run.epoch = 1
-    path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
-    before = _train(run, engine, optimizer)  # the continuation we must reproduce
-    after_a = _engine_fp32(engine, names)
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_resume_restores_weights_optimizer_and_position(tmp_path, dist_info, threads):
+    """With `run.deterministic` the resumed run repeats the uninterrupted one bit for bit, at any
+    thread count (4 oversubscribes a 2-core machine)."""
+    with compute_conditions(threads, deterministic=True):
+        run, engine, optimizer, names = _run(tmp_path / "a", dist_info, 1, "bf16")
+        _train(run, engine, optimizer)
+        run.epoch = 1
+        path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
+        before = _train(run, engine, optimizer)  # the continuation we must reproduce
+        after_a = _engine_fp32(engine, names)
 
-    run_b, engine_b, optimizer_b, names_b = _run(tmp_path / "b", dist_info, 1, "bf16")
-    run_b.resume_path = path
-    resume_engine(run_b, engine_b)
-    assert (run_b.epoch, run_b.global_step) == (1, 3)
-    again = _train(run_b, engine_b, optimizer_b)
-    assert again["loss"] == pytest.approx(before["loss"], rel=1e-6)
+        run_b, engine_b, optimizer_b, names_b = _run(tmp_path / "b", dist_info, 1, "bf16")
+        run_b.resume_path = path
+        resume_engine(run_b, engine_b)
+        assert (run_b.epoch, run_b.global_step) == (1, 3)
+        again = _train(run_b, engine_b, optimizer_b)
+    assert again["loss"] == before["loss"]
     for n, w in _engine_fp32(engine_b, names_b).items():
         torch.testing.assert_close(w, after_a[n], rtol=0, atol=0, msg=n)
 

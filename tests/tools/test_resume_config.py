@@ -204,3 +204,18 @@ def test_real_checkpoint_refused_then_resumed_with_a_new_lr(tmp_path, synthetic_
     assert (out / "config.yaml").read_bytes() == before["config.yaml"]
     again = yaml.safe_load((out / "config.resume-1.yaml").read_text())
     assert again["optim"]["lr"] == 0.002 and again["optim"]["epochs"] == 2
+
+
+def test_run_deterministic_sets_the_kernels_of_the_run(tmp_path, restore_env):
+    """run.deterministic switches torch's deterministic algorithms on for the run (and the next run
+    without it switches them off): the condition under which resume is exact at any thread count."""
+    try:
+        for flag in (True, False):
+            cfg = load_config(FINETUNE, [f"run.output_dir={tmp_path / str(flag)}", "run.tensorboard=false",
+                                         f"run.deterministic={str(flag).lower()}"])
+            run = trainer.start_run(cfg)
+            run.logger.close()
+            distributed.destroy()
+            assert torch.are_deterministic_algorithms_enabled() is flag
+    finally:
+        distributed.set_deterministic(False)

@@ -129,6 +129,22 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def set_deterministic(enabled: bool) -> None:
+    """`run.deterministic`: kernels that give the same bits on every call, at any thread count.
+
+    On the CPU this is exact (tested): the one op found not reproducible with several threads, the
+    oneDNN depthwise-conv weight gradient in bf16, is then computed by one thread
+    (`models.dwconv`). On CUDA, torch's deterministic algorithms and cuDNN's deterministic mode are
+    switched on, and an op without a deterministic CUDA implementation warns (naming it) instead of
+    failing; cuBLAS needs its workspace setting before the first CUDA matrix product.
+    """
+    if enabled:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(enabled, warn_only=True)
+    torch.backends.cudnn.deterministic = enabled
+    torch.backends.cudnn.benchmark = False
+
+
 def destroy() -> None:
     if dist.is_initialized():
         dist.destroy_process_group()

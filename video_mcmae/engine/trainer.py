@@ -165,6 +165,7 @@ def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_onl
               linprobe: bool = False) -> Run:
     """Join the process group, decide where to resume from (checking the checkpoint's config
     before anything is written), open the logs, save the config."""
+    distributed.set_deterministic(cfg.run.deterministic)
     info = distributed.init(cfg.run.device)
     out = cfg.run.output_dir
     path = resume or None
