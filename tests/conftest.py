@@ -16,6 +16,8 @@ import pytest
 import torch
 
 from video_mcmae import synthetic
+from video_mcmae.cli.environment import run_environment
+from video_mcmae.config import RunConfig
 from video_mcmae.engine.distributed import set_deterministic
 
 TOOLS = Path(__file__).resolve().parents[1] / "tools"
@@ -50,6 +52,15 @@ def compute_conditions(threads: int, deterministic: bool):
     finally:
         torch.set_num_threads(saved[0])
         set_deterministic(saved[1])
+
+
+@pytest.fixture
+def one_rank():
+    """The environment of a plain one-process CPU run, as the tools set it (`cli.environment`), for a
+    test that calls the engine in this process; removed afterwards. (The one-rank process group
+    itself stays up: DeepSpeed caches its groups for the life of the process.)"""
+    with run_environment(RunConfig(device="cpu")):
+        yield
 
 
 # The tiny dataset every test shares; tests read these to know what to expect.

@@ -1,4 +1,3 @@
-import argparse
 import dataclasses
 import glob
 import os
@@ -10,7 +9,7 @@ import typing
 import pytest
 import yaml
 
-from video_mcmae.config import Config, ConfigError, add_config_args, load_config, save_config
+from video_mcmae.config import Config, ConfigError, load_config, save_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -185,12 +184,6 @@ def test_save_round_trip(tmp_path):
     again = load_config(path)
     assert again == cfg
     assert again.num_temporal_views == 2  # SSv2's default test views
-
-
-def test_cli_args():
-    parser = add_config_args(argparse.ArgumentParser())
-    args = parser.parse_args(["--config", "x.yaml", "--opt", "a.b=1", "--opt", "c.d=2"])
-    assert args.opt == ["a.b=1", "c.d=2"]
 
 
 @pytest.mark.parametrize("path", sorted(glob.glob(os.path.join(REPO, "configs", "**", "*.yaml"), recursive=True)))

@@ -5,7 +5,7 @@ write the report again.
 """
 import sys
 
-from video_mcmae.engine.multiview import merge_cli
+from video_mcmae.cli.multiview import merge_main
 
 if __name__ == "__main__":
-    sys.exit(merge_cli())
+    sys.exit(merge_main())

@@ -8,7 +8,7 @@
 """
 import sys
 
-from video_mcmae.engine.finetune import main
+from video_mcmae.cli.finetune import main
 
 if __name__ == "__main__":
     sys.exit(main())

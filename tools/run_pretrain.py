@@ -6,7 +6,7 @@
 """
 import sys
 
-from video_mcmae.engine.pretrain import main
+from video_mcmae.cli.pretrain import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -8,7 +8,7 @@ test list, merged per video across ranks; report in test.output_dir (default <ru
 """
 import sys
 
-from video_mcmae.engine.multiview import run_test_cli
+from video_mcmae.cli.multiview import main
 
 if __name__ == "__main__":
-    sys.exit(run_test_cli())
+    sys.exit(main())

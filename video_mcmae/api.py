@@ -32,14 +32,11 @@ from video_mcmae.data.lists import read_class_names
 from video_mcmae.data.readers import open_video
 from video_mcmae.data.sampling import DATASET_SAMPLING, sample_indices
 from video_mcmae.data.transforms import EvalTransform
+from video_mcmae.errors import ApiError
 from video_mcmae.models import PRESETS, build_model, is_pretraining, load_pretrained
 from video_mcmae.weights import Weights, read_weights
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
-
-class ApiError(ValueError):
-    """Something the caller asked for that cannot work; the message says what to change."""
 
 
 @dataclass(frozen=True)

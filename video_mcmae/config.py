@@ -8,7 +8,6 @@ naming the key, before any work starts.
 """
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import difflib
 import math
@@ -20,15 +19,12 @@ from typing import Any, Dict, List, Literal, Optional, Tuple
 import yaml
 
 from video_mcmae.data.readers import DEFAULT_BACKEND
+from video_mcmae.errors import ConfigError
 from video_mcmae.presets import is_pretraining_preset
 
 BASE_KEY = "_base_"
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
-
-
-class ConfigError(ValueError):
-    """A user-fixable problem in a config file or override."""
 
 
 @dataclass
@@ -488,11 +484,3 @@ def config_diff(old: Dict[str, Any], new: Dict[str, Any]) -> Dict[str, Tuple[Any
                 changed[f"{section}.{key}"] = (before[key], value)
     return changed
 
-
-def add_config_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    parser.add_argument("--config", required=True, help="YAML run config (see configs/)")
-    parser.add_argument(
-        "--opt", action="append", default=[], metavar="KEY=VALUE",
-        help="override a config value, e.g. --opt optim.epochs=10 (repeatable; value parsed as YAML)",
-    )
-    return parser

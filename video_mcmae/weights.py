@@ -34,6 +34,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
+from video_mcmae.errors import CheckpointError
+
 LATEST = "latest"
 MODEL_STATES = "mp_rank_00_model_states.pt"
 ZERO_OPTIM_STATES = "*zero_pp_rank_*optim_states.pt"
@@ -50,10 +52,6 @@ DEEPSPEED_TYPES = (
 )
 EXPORT_FORMAT = "video_mcmae-weights-v1"
 FORMS = ("export", "checkpoint", "state_dict")
-
-
-class CheckpointError(ValueError):
-    """A checkpoint path or file that cannot be used as asked (message says why and what to do)."""
 
 
 @dataclass

@@ -6,7 +6,8 @@ import os
 import pytest
 import torch
 
-from video_mcmae.config import load_config
+from video_mcmae.cli.environment import run_environment
+from video_mcmae.config import RunConfig, load_config
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
 from video_mcmae.engine.logging import TrainLogger
@@ -15,9 +16,6 @@ from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, ma
 from video_mcmae.models import build_model
 from video_mcmae.weights import MODEL_STATES, load_checkpoint_file
 from tests.conftest import compute_conditions
-
-_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
-
 
 # ---------------------------------------------------------------------------------------------
 # Tags and `latest` (no DeepSpeed)
@@ -124,17 +122,10 @@ def test_saves_are_renamed_into_place_once_complete(tmp_path):
 
 @pytest.fixture(scope="module")
 def dist_info():
-    saved = {k: os.environ.get(k) for k in _ENV}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
-        os.environ.pop(k, None)
-    info = distributed.init("cpu")
-    yield info
-    # The one-rank group stays up: DeepSpeed caches its groups for the life of the process.
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    # A plain one-process CPU run's environment, as the tools set it. The one-rank group stays up
+    # afterwards: DeepSpeed caches its groups for the life of the process.
+    with run_environment(RunConfig(device="cpu")):
+        yield distributed.init("cpu")
 
 
 def _run(tmp_path, info, zero, precision):

@@ -11,23 +11,6 @@ from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine.finetune import run_finetune
 from video_mcmae.weights import consolidated_state_dict
 
-_ENV = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "DS_ACCELERATOR")
-
-
-@pytest.fixture
-def one_rank():
-    saved = {k: os.environ.get(k) for k in _ENV}
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_PORT"):
-        os.environ.pop(k, None)
-    yield
-    # The one-rank group stays up: DeepSpeed caches its groups for the life of the process.
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
 def _cfg(root, out, *opts):
     d = root / "ssv2"
     return load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo", "finetune.yaml"), [

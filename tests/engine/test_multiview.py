@@ -10,9 +10,10 @@ import torch
 from torch.utils.data import DistributedSampler
 
 from video_mcmae.engine.multiview import (
-    MultiViewError, ViewCollector, ViewManifest, autocast_dtype, collect_views, compute_metrics, format_report,
+    ViewCollector, ViewManifest, autocast_dtype, collect_views, compute_metrics, format_report,
     load_shards, make_shard, merge_views, save_shard, write_report,
 )
+from video_mcmae.errors import MultiViewError
 
 
 def manifest_for(labels, T, S, C):

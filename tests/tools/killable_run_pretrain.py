@@ -13,7 +13,7 @@ import sys
 import torch
 
 from video_mcmae.engine import checkpoint
-from video_mcmae.engine.pretrain import main
+from video_mcmae.cli.pretrain import main
 
 POINT, _, TAG = os.environ.get("KILL_AT", "").partition(":")
 RANK = int(os.environ.get("RANK", "0"))

@@ -5,16 +5,15 @@ import csv
 import dataclasses
 import io
 import json
-import os
 
 import pytest
 import torch
 from safetensors.torch import save_file
 
+from video_mcmae.cli import multiview as multiview_cli
 from video_mcmae.config import ModelConfig
 from video_mcmae.data import datasets
 from video_mcmae.data.readers import VideoReadError
-from video_mcmae.engine.multiview import run_test_cli
 from video_mcmae.models import build_model
 from video_mcmae.weights import EXPORT_FORMAT
 
@@ -68,15 +67,10 @@ def setup(synthetic_root, tmp_path):
 def test_a_video_failing_mid_decode_is_excluded_and_the_rest_reported(setup, monkeypatch):
     tmp, failing = setup
     monkeypatch.setattr(datasets, "open_video", FailsFromFrame(failing, 12))  # temporal view 1 of 2
-    saved = dict(os.environ)  # distributed.init() exports RANK/WORLD_SIZE/MASTER_* for its one-rank group
     printed, errors = io.StringIO(), io.StringIO()
-    try:
-        with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
-            rc = run_test_cli(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
-                               "--output_dir", str(tmp / "out")])
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    with contextlib.redirect_stdout(printed), contextlib.redirect_stderr(errors):
+        rc = multiview_cli.main(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
+                                 "--output_dir", str(tmp / "out")])
     assert rc == 0, printed.getvalue() + errors.getvalue()
     summary = json.loads((tmp / "out" / "summary.json").read_text())
     assert [summary[f"num_videos_{k}"] for k in ("listed", "evaluated", "unreadable")] == [4, 3, 1]

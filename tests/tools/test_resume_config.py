@@ -12,26 +12,14 @@ import pytest
 import torch
 import yaml
 
+from video_mcmae.cli import finetune, pretrain
 from video_mcmae.config import load_config, save_config
-from video_mcmae.engine import distributed, finetune, pretrain, trainer
+from video_mcmae.engine import distributed, trainer
 from video_mcmae.weights import MODEL_STATES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PRETRAIN = os.path.join(REPO, "configs", "demo", "pretrain.yaml")
 FINETUNE = os.path.join(REPO, "configs", "demo", "finetune.yaml")
-
-
-@pytest.fixture
-def restore_env():
-    # distributed.init() exports RANK/WORLD_SIZE/MASTER_* for a one-rank group
-    saved = dict(os.environ)
-    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        os.environ.pop(k, None)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def _snapshot(out):
@@ -72,7 +60,7 @@ def _one_error_line(printed):
     ("optim.batch_size=4", "optim.batch_size=8", "optim.batch_size=4"),
 ])
 def test_pretraining_resume_with_another_model_or_layout_is_refused_before_writing(
-        tmp_path, restore_env, capsys, opt, saved, asked):
+        tmp_path, capsys, opt, saved, asked):
     out = _recorded_run(tmp_path / "run", PRETRAIN, ["run.tensorboard=false"])
     before = _snapshot(out)
     rc = pretrain.main(["--config", PRETRAIN, "--output_dir", str(out), "--auto_resume",
@@ -89,7 +77,7 @@ def test_pretraining_resume_with_another_model_or_layout_is_refused_before_writi
     (_opts("model.num_classes=5"), ["model.num_classes=4", "model.num_classes=5"]),
     (["--linprobe"], ["task=finetuning", "task=linear probe"]),
 ])
-def test_finetuning_resume_with_another_class_count_or_task_is_refused(tmp_path, restore_env, capsys, args, named):
+def test_finetuning_resume_with_another_class_count_or_task_is_refused(tmp_path, capsys, args, named):
     out = _recorded_run(tmp_path / "run", FINETUNE, ["run.tensorboard=false"], linprobe=False)
     before = _snapshot(out)
     rc = finetune.main(["--config", FINETUNE, "--output_dir", str(out), "--resume", str(out),
@@ -105,7 +93,7 @@ def _train_list(path, n):
     return path
 
 
-def test_a_train_list_of_another_length_is_refused_unless_accepted(tmp_path, restore_env, capsys):
+def test_a_train_list_of_another_length_is_refused_unless_accepted(tmp_path, capsys):
     train = _train_list(tmp_path / "train.csv", 6)
     opts = ["run.tensorboard=false", f"data.train_list={train}"]
     out = _recorded_run(tmp_path / "run", PRETRAIN, opts, train_samples=6)
@@ -126,7 +114,7 @@ def test_a_train_list_of_another_length_is_refused_unless_accepted(tmp_path, res
         "run.accept_train_list_change": (False, True), "train samples": (6, 5)}
 
 
-def test_checkpoints_record_the_train_samples(tmp_path, restore_env, synthetic_root):
+def test_checkpoints_record_the_train_samples(tmp_path, one_rank, synthetic_root):
     d = synthetic_root / "ssv2"
     cfg = load_config(PRETRAIN, [f"run.output_dir={tmp_path / 'run'}", "run.tensorboard=false", f"data.data_root={d}",
                                  f"data.train_list={d / 'train.csv'}", "data.num_workers=0", "optim.batch_size=2"])
@@ -140,7 +128,7 @@ def test_checkpoints_record_the_train_samples(tmp_path, restore_env, synthetic_r
     assert trainer.client_state(run, [])["train_samples"] == len(dataset) == len(lines)
 
 
-def test_each_resume_writes_its_own_config_file(tmp_path, restore_env):
+def test_each_resume_writes_its_own_config_file(tmp_path, one_rank):
     """config.yaml stays the first run's; resumes add config.resume-1.yaml, -2, ... with the
     settings they ran with; the changes are returned (and logged) as allowed."""
     out = _recorded_run(tmp_path / "run", PRETRAIN, ["run.tensorboard=false"])
@@ -155,7 +143,7 @@ def test_each_resume_writes_its_own_config_file(tmp_path, restore_env):
     assert (out / "config.yaml").read_bytes() == original
 
 
-def test_each_evaluation_writes_its_own_config_file(tmp_path, restore_env):
+def test_each_evaluation_writes_its_own_config_file(tmp_path, one_rank):
     """eval_config.yaml stays the first evaluation's; later ones into the same dir add
     eval_config-1.yaml, -2, ... with the settings they ran with."""
     out = tmp_path / "run"
@@ -206,7 +194,7 @@ def test_real_checkpoint_refused_then_resumed_with_a_new_lr(tmp_path, synthetic_
     assert again["optim"]["lr"] == 0.002 and again["optim"]["epochs"] == 2
 
 
-def test_run_deterministic_sets_the_kernels_of_the_run(tmp_path, restore_env):
+def test_run_deterministic_sets_the_kernels_of_the_run(tmp_path, one_rank):
     """run.deterministic switches torch's deterministic algorithms on for the run (and the next run
     without it switches them off): the condition under which resume is exact at any thread count."""
     try:

@@ -16,32 +16,15 @@ from safetensors.torch import save_file
 
 from video_mcmae.config import ModelConfig, load_config
 from video_mcmae.engine.distributed import free_port
-from video_mcmae.engine.multiview import (
-    MultiViewError, load_shards, load_test_model, merge_cli, merge_views, run_test_cli,
-)
+from video_mcmae.cli import multiview as multiview_cli
+from video_mcmae.engine.multiview import load_shards, load_test_model, merge_views
+from video_mcmae.errors import MultiViewError
 from video_mcmae.models import build_model
 from video_mcmae.weights import EXPORT_FORMAT, MODEL_STATES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MODEL = ModelConfig(name="videoconvvit_tiny_patch16", num_frames=8, img_size=64, num_classes=4)
 VIEWS = ["data.test_num_temporal_views=1", "data.test_num_spatial_crops=3"]
-
-
-@contextlib.contextmanager
-def restored_env():
-    # distributed.init() exports RANK/WORLD_SIZE/MASTER_* for a one-rank group
-    saved = dict(os.environ)
-    try:
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
-
-
-@pytest.fixture
-def restore_env():
-    with restored_env():
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +68,14 @@ def one_process_run(setup):
     tmp, _ = setup
     out = tmp / "one"
     printed = io.StringIO()
-    with restored_env(), contextlib.redirect_stdout(printed):
-        rc = run_test_cli(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
+    with contextlib.redirect_stdout(printed):
+        rc = multiview_cli.main(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
                            "--output_dir", str(out)] + sum((["--opt", o] for o in VIEWS), []))
     return out, rc, printed.getvalue()
 
 
 @pytest.mark.slow
-def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, restore_env, capsys):
+def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, capsys):
     tmp, broken = setup
     out, rc, printed = one_process_run
     assert rc == 0, printed
@@ -131,7 +114,7 @@ def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, resto
     torch.testing.assert_close(merged.scores, expected.to(merged.scores.dtype), atol=1e-5, rtol=0)
 
     # offline merge with the other averaging rule, into another folder
-    assert merge_cli(["--shards", str(out / "shards"), "--average", "logits", "--output_dir", str(tmp / "merged")]) == 0
+    assert multiview_cli.merge_main(["--shards", str(out / "shards"), "--average", "logits", "--output_dir", str(tmp / "merged")]) == 0
     summary2 = json.loads((tmp / "merged" / "summary.json").read_text())
     assert summary2["average"] == "logits" and summary2["single_view"] == summary["single_view"]
     # a missing view is an error naming the video, not a silent average over fewer views
@@ -141,18 +124,18 @@ def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, resto
         shard[k] = shard[k][keep]
     (tmp / "cut").mkdir()
     torch.save(shard, tmp / "cut" / "shard-00000-of-00001.pt")
-    assert merge_cli(["--shards", str(tmp / "cut")]) == 2
+    assert multiview_cli.merge_main(["--shards", str(tmp / "cut")]) == 2
     assert "missing (t=0, s=1)" in capsys.readouterr().err
 
 
-def test_user_errors_are_one_line(setup, restore_env, capsys):
+def test_user_errors_are_one_line(setup, capsys):
     tmp, _ = setup
     base = ["--config", str(tmp / "test.yaml"), "--output_dir", str(tmp / "err")]
-    assert run_test_cli(base + ["--checkpoint", str(tmp / "nope.safetensors")]) == 2
+    assert multiview_cli.main(base + ["--checkpoint", str(tmp / "nope.safetensors")]) == 2
     assert "exported weights need" in capsys.readouterr().err
-    assert run_test_cli(base + ["--checkpoint", str(tmp / "tiny.safetensors"), "--opt", "model.num_frames=16"]) == 2
+    assert multiview_cli.main(base + ["--checkpoint", str(tmp / "tiny.safetensors"), "--opt", "model.num_frames=16"]) == 2
     assert "trained with model.num_frames=8 but the config says 16" in capsys.readouterr().err
-    assert merge_cli(["--shards", str(tmp / "no_such_dir")]) == 2
+    assert multiview_cli.merge_main(["--shards", str(tmp / "no_such_dir")]) == 2
     assert "shard directory not found" in capsys.readouterr().err
 
 
@@ -196,7 +179,7 @@ def test_torchrun_two_ranks_match_one(setup, one_process_run):
 
 
 @pytest.mark.parametrize("earlier", ["summary.json", "predictions.csv", "confusion_matrix.png"])
-def test_an_earlier_report_is_refused_without_overwrite(setup, restore_env, tmp_path, capsys, earlier):
+def test_an_earlier_report_is_refused_without_overwrite(setup, tmp_path, capsys, earlier):
     tmp, _ = setup
     out = tmp_path / "report"
     (out / "shards").mkdir(parents=True)
@@ -204,23 +187,23 @@ def test_an_earlier_report_is_refused_without_overwrite(setup, restore_env, tmp_
     (out / "shards" / "shard-00000-of-00001.pt").write_text("an earlier shard")
     files = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     message = f"error: {out / earlier} exists (an earlier multi-view report); pass --overwrite to replace it"
-    assert run_test_cli(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
+    assert multiview_cli.main(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
                          "--output_dir", str(out)]) == 2
     assert [line for line in "".join(capsys.readouterr()).splitlines() if line.startswith(message)]
-    assert merge_cli(["--shards", str(out / "shards")]) == 2  # the default output dir: the folder above
+    assert multiview_cli.merge_main(["--shards", str(out / "shards")]) == 2  # the default output dir: the folder above
     assert [line for line in "".join(capsys.readouterr()).splitlines() if line.startswith(message)]
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == files
 
 
 @pytest.mark.slow
-def test_overwrite_replaces_an_earlier_report(setup, one_process_run, restore_env, tmp_path):
+def test_overwrite_replaces_an_earlier_report(setup, one_process_run, tmp_path):
     tmp, _ = setup
     one, rc, printed = one_process_run
     assert rc == 0, printed
     out = tmp_path / "report"
     shutil.copytree(one, out)
-    assert merge_cli(["--shards", str(out / "shards"), "--average", "logits", "--overwrite"]) == 0
+    assert multiview_cli.merge_main(["--shards", str(out / "shards"), "--average", "logits", "--overwrite"]) == 0
     assert json.loads((out / "summary.json").read_text())["average"] == "logits"
-    assert run_test_cli(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
+    assert multiview_cli.main(["--config", str(tmp / "test.yaml"), "--checkpoint", str(tmp / "tiny.safetensors"),
                          "--output_dir", str(out), "--overwrite"] + sum((["--opt", o] for o in VIEWS), [])) == 0
     assert json.loads((out / "summary.json").read_text())["average"] == "softmax"

@@ -17,8 +17,8 @@ import torch
 
 from tests.conftest import tool_module
 from video_mcmae import api
-from video_mcmae.engine import finetune, pretrain
-from video_mcmae.engine.multiview import run_test_cli
+from video_mcmae.cli import finetune, pretrain
+from video_mcmae.cli import multiview as multiview_cli
 from video_mcmae.weights import MODEL_STATES, CheckpointError, check_checkpoint_folder, load_checkpoint_file, read_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -83,15 +83,6 @@ def poisoned(request, clean_run, tmp_path_factory):
     return out, victim, marker
 
 
-@pytest.fixture
-def restore_env():
-    # distributed.init() exports RANK/WORLD_SIZE/MASTER_* for a one-rank group
-    saved = dict(os.environ)
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
 def _printed(capsys):
     captured = capsys.readouterr()
     return captured.out + captured.err
@@ -112,7 +103,7 @@ def test_the_clean_checkpoint_reads(clean_run):
     assert weights.form == "checkpoint" and weights.preset == "videoconvmae_tiny_patch16"
 
 
-def test_pretrain_resume(poisoned, synthetic_root, tmp_path, restore_env, capsys):
+def test_pretrain_resume(poisoned, synthetic_root, tmp_path, capsys):
     out, victim, marker = poisoned
     rc = pretrain.main(_pretrain_args(synthetic_root, tmp_path / "new", "--resume", str(out / "epoch-0001"),
                                       "--opt", "optim.epochs=2"))
@@ -120,13 +111,13 @@ def test_pretrain_resume(poisoned, synthetic_root, tmp_path, restore_env, capsys
     assert not (tmp_path / "new" / "config.yaml").exists()  # refused before anything was written
 
 
-def test_pretrain_auto_resume(poisoned, synthetic_root, restore_env, capsys):
+def test_pretrain_auto_resume(poisoned, synthetic_root, capsys):
     out, victim, marker = poisoned
     rc = pretrain.main(_pretrain_args(synthetic_root, out, "--auto_resume", "--opt", "optim.epochs=2"))
     _assert_refused(rc, _printed(capsys), victim, marker)
 
 
-def test_finetune_from_checkpoint(poisoned, synthetic_root, tmp_path, restore_env, capsys):
+def test_finetune_from_checkpoint(poisoned, synthetic_root, tmp_path, capsys):
     out, victim, marker = poisoned
     rc = finetune.main(_finetune_args(synthetic_root, tmp_path / "ft", "--finetune", str(out / "epoch-0001")))
     _assert_refused(rc, _printed(capsys), victim, marker)
@@ -157,10 +148,10 @@ def test_api_load(poisoned):
     assert str(victim) in str(err.value) and not marker.exists()
 
 
-def test_multiview_test(poisoned, synthetic_root, tmp_path, restore_env, capsys):
+def test_multiview_test(poisoned, synthetic_root, tmp_path, capsys):
     out, victim, marker = poisoned
     config = os.path.join(REPO, "configs", "demo", "finetune.yaml")
-    rc = run_test_cli(["--config", config, "--checkpoint", str(out), "--output_dir", str(tmp_path / "test"),
+    rc = multiview_cli.main(["--config", config, "--checkpoint", str(out), "--output_dir", str(tmp_path / "test"),
                        *_data_opts(synthetic_root)])
     _assert_refused(rc, _printed(capsys), victim, marker)
 

@@ -15,9 +15,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import save_file
 
+from video_mcmae.cli import finetune
+from video_mcmae.cli import multiview as multiview_cli
 from video_mcmae.config import ModelConfig, load_config
-from video_mcmae.engine import finetune
-from video_mcmae.engine.multiview import run_test_cli
 from video_mcmae.weights import EXPORT_FORMAT, MODEL_STATES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -68,14 +68,6 @@ def files(tmp_path_factory, synthetic_root):
     return d
 
 
-@pytest.fixture
-def restore_env():
-    saved = dict(os.environ)  # distributed.init() exports RANK/WORLD_SIZE/MASTER_* for a one-rank group
-    yield
-    os.environ.clear()
-    os.environ.update(saved)
-
-
 def _finetune_args(root, out, *extra):
     d = root / "ssv2"
     opts = [f"data.data_root={d}", f"data.train_list={d / 'train.csv'}", f"data.val_list={d / 'val.csv'}",
@@ -120,7 +112,7 @@ CASES = {
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_user_errors_are_one_line_and_exit_2(case, files, synthetic_root, tmp_path, restore_env, monkeypatch, capsys,
+def test_user_errors_are_one_line_and_exit_2(case, files, synthetic_root, tmp_path, monkeypatch, capsys,
                                             load_tool):
     how, extra, expected = CASES[case]
     out = tmp_path / "out"
@@ -143,7 +135,7 @@ def test_user_errors_are_one_line_and_exit_2(case, files, synthetic_root, tmp_pa
                         "test_num_temporal_views": 1, "test_num_spatial_crops": 1},
                "run": {"device": "cpu"}}
         (tmp_path / "test.yaml").write_text(json.dumps(cfg))
-        rc = run_test_cli(["--config", str(tmp_path / "test.yaml"), "--checkpoint", str(files / "tiny.safetensors"),
+        rc = multiview_cli.main(["--config", str(tmp_path / "test.yaml"), "--checkpoint", str(files / "tiny.safetensors"),
                            "--output_dir", str(out)])
     err = capsys.readouterr().err
     lines = [line for line in err.splitlines() if line.strip()]  # after the progress bars, if any

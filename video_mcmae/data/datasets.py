@@ -44,8 +44,10 @@ import torch
 import torch.utils.data
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from .lists import DataListError, Sample, read_class_names, read_list
-from .readers import DEFAULT_BACKEND, VideoReadError, open_video, scan_videos
+from video_mcmae.errors import DataListError, TooManyBadFilesError, VideoReadError
+
+from .lists import Sample, read_class_names, read_list
+from .readers import DEFAULT_BACKEND, open_video, scan_videos
 from .samplers import PaddedContiguousSampler
 from .sampling import DATASET_SAMPLING, sample_indices
 from .transforms import (
@@ -63,10 +65,6 @@ logger = logging.getLogger(__name__)
 
 SPLITS = ("pretrain", "train", "val", "test")
 _MAX_WORKER_SLOTS = 256  # one replacement counter per DataLoader worker (no cross-process races)
-
-
-class TooManyBadFilesError(RuntimeError):
-    """More of the training list is unreadable than `data.max_bad_fraction` allows."""
 
 
 # Errors of the data, not of the code, that loading a batch may raise: a `Loader` hands them to

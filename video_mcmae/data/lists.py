@@ -11,12 +11,10 @@ import re
 from dataclasses import dataclass
 from typing import Iterable, List, Optional, Sequence, Tuple
 
+from video_mcmae.errors import DataListError
+
 # Shortest path first, so the label is the last field; the label never holds spaces or commas.
 _LINE = re.compile(r"(?P<path>.+?)(?P<sep>[ ]*[\t,][ \t]*|[ ]+)(?P<label>[^\s,]+)")
-
-
-class DataListError(ValueError):
-    """A data list or class-name file that cannot be used as written."""
 
 
 def _read_lines(path: str) -> List[str]:

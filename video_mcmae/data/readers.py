@@ -19,6 +19,8 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
+from video_mcmae.errors import VideoReadError
+
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("decord", "pyav")
@@ -30,19 +32,6 @@ _fallback_logged: set = set()
 # cycle) would be freed in the child, and freeing a codec context whose decoder threads live only
 # in the parent deadlocks; collecting it in the parent before every fork prevents that.
 os.register_at_fork(before=gc.collect)
-
-
-class VideoReadError(Exception):
-    """A video file that cannot be read; names the file and the reason."""
-
-    def __init__(self, path: str, reason: str):
-        self.path = str(path)
-        self.reason = reason
-        super().__init__(f"cannot read video {self.path!r}: {reason}")
-
-    def __reduce__(self):
-        # Keeps (path, reason) intact when raised inside DataLoader / multiprocessing workers.
-        return (VideoReadError, (self.path, self.reason))
 
 
 def _in_worker() -> bool:

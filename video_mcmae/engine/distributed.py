@@ -1,7 +1,10 @@
 """Process-group setup and rank helpers for the deepspeed launcher, torchrun, or a plain process.
 
-`init()` must run before anything asks DeepSpeed for its accelerator: the accelerator is chosen
-once per process, and `run.device=cpu` is honoured by setting `DS_ACCELERATOR=cpu` first.
+`init()` joins the process group the environment describes (RANK, WORLD_SIZE, LOCAL_RANK,
+MASTER_ADDR, MASTER_PORT) and reads DeepSpeed's accelerator, which DeepSpeed picks once per
+process from DS_ACCELERATOR. Nothing here writes the environment: a launcher exports the
+rendezvous, and for a plain process the command-line layer sets a one-rank one and
+DS_ACCELERATOR=cpu for a CPU run (`video_mcmae.cli.environment`).
 """
 from __future__ import annotations
 
@@ -50,19 +53,18 @@ def _skip_cpu_shm_comm_op() -> None:
     deepspeed.ops.__compatible_ops__[ShareMemCommBuilder.NAME] = False
 
 
-def init(device: str = "auto", timeout_minutes: int = 30) -> DistInfo:
-    """Join (or create) the process group and pick this rank's device.
+RENDEZVOUS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
 
-    Launchers (deepspeed, torchrun) export RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR/MASTER_PORT;
-    a plain `python tools/...` process gets a one-rank group on a free local port.
-    """
+
+def init(device: str = "auto", timeout_minutes: int = 30) -> DistInfo:
+    """Join (or create) the process group the environment describes and pick this rank's device."""
     if device == "cuda" and not torch.cuda.is_available():
         raise ConfigError("run.device=cuda but no CUDA GPU is visible; use run.device=cpu or auto")
-    if device == "cpu" or (device == "auto" and not torch.cuda.is_available()):
-        os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    if "RANK" not in os.environ:
-        os.environ.update(RANK="0", WORLD_SIZE="1", LOCAL_RANK="0", MASTER_ADDR="127.0.0.1")
-        os.environ.setdefault("MASTER_PORT", str(free_port()))
+    missing = [k for k in RENDEZVOUS if k not in os.environ]
+    if missing and not dist.is_initialized():
+        raise RuntimeError(
+            f"no process group in the environment ({', '.join(missing)} unset): start the run with a launcher "
+            "(deepspeed, torchrun) or a tool in tools/, or inside video_mcmae.cli.environment.run_environment(cfg.run)")
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
 
     # Imported only now: importing DeepSpeed fixes its accelerator, which reads DS_ACCELERATOR.
@@ -70,6 +72,9 @@ def init(device: str = "auto", timeout_minutes: int = 30) -> DistInfo:
     from deepspeed.accelerator import get_accelerator
 
     accel = get_accelerator()
+    if device == "cpu" and accel.device_name() != "cpu":
+        raise ConfigError(f"run.device=cpu but DeepSpeed's accelerator is {accel.device_name()!r}: set "
+                          "DS_ACCELERATOR=cpu before DeepSpeed is imported (the tools in tools/ do)")
     if accel.device_name() == "cpu":
         _skip_cpu_shm_comm_op()
         dev = torch.device("cpu")
@@ -136,10 +141,9 @@ def set_deterministic(enabled: bool) -> None:
     oneDNN depthwise-conv weight gradient in bf16, is then computed by one thread
     (`models.dwconv`). On CUDA, torch's deterministic algorithms and cuDNN's deterministic mode are
     switched on, and an op without a deterministic CUDA implementation warns (naming it) instead of
-    failing; cuBLAS needs its workspace setting before the first CUDA matrix product.
+    failing; cuBLAS reads its workspace setting (CUBLAS_WORKSPACE_CONFIG, set by the command-line
+    layer) before the first CUDA matrix product.
     """
-    if enabled:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled
     torch.backends.cudnn.benchmark = False

@@ -6,7 +6,6 @@ multi-view test lives in `engine/multiview/`.
 """
 from __future__ import annotations
 
-import argparse
 import os
 from typing import Any, Dict, List, Optional, Sequence
 
@@ -15,20 +14,18 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import DataLoader
 
-from video_mcmae.cli import run_cli
-from video_mcmae.config import Config, ConfigError
+from video_mcmae.config import Config
 from video_mcmae.data.datasets import Loader, build_dataset
 from video_mcmae.data.device import ClipErasing, StepSeeds, build_erasing, to_model_input
-from video_mcmae.data.lists import DataListError
 from video_mcmae.data.samplers import StridedShardSampler
 from video_mcmae.data.transforms import VideoMixup, build_mixup
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
 from video_mcmae.engine.deepspeed_config import input_dtype
 from video_mcmae.engine.trainer import (
-    Run, StepFn, add_run_args, client_state, config_from_args, fit, make_engine, resume_engine, start_run,
-    train_loader,
+    Run, StepFn, client_state, fit, make_engine, resume_engine, start_run, train_loader,
 )
+from video_mcmae.errors import CheckpointError, ConfigError, DataListError
 from video_mcmae.models import build_model, is_pretraining, load_pretrained
 from video_mcmae.weights import Weights, read_weights
 
@@ -70,7 +67,7 @@ def evaluate(engine, loader: DataLoader, topk: List[int], num_classes: int, mean
     return out
 
 
-def _misfit(path: str, weights: Weights, model: nn.Module, cfg: Config, error: ValueError) -> ckpt.CheckpointError:
+def _misfit(path: str, weights: Weights, model: nn.Module, cfg: Config, error: ValueError) -> CheckpointError:
     """`--finetune` weights that `load_pretrained` refused, said in terms of the config."""
     target = model.state_dict()
     differ = [k for k, v in weights.state_dict.items() if k in target and v.shape != target[k].shape]
@@ -78,7 +75,7 @@ def _misfit(path: str, weights: Weights, model: nn.Module, cfg: Config, error: V
     if differ and all(k.startswith("head.") for k in differ):
         head = weights.state_dict.get("head.weight")
         classes = f"{head.shape[0]} classes" if head is not None and head.dim() == 2 else "another head"
-        return ckpt.CheckpointError(
+        return CheckpointError(
             f"--finetune {path}{saved_as} has a classifier head for {classes} but model.num_classes="
             f"{cfg.model.num_classes}: set --opt model.num_classes to the checkpoint's, or finetune from "
             "the pretraining weights (the head is then new)")
@@ -88,7 +85,7 @@ def _misfit(path: str, weights: Weights, model: nn.Module, cfg: Config, error: V
                f"vs model {tuple(target[k].shape)}")
     else:
         why = str(error)
-    return ckpt.CheckpointError(
+    return CheckpointError(
         f"--finetune {path}{saved_as} does not fit model.name={cfg.model.name} ({why}): give weights of "
         "this preset, or set model.name (and its shapes) to the preset the weights were trained as")
 
@@ -99,7 +96,7 @@ def load_initial_weights(model: nn.Module, path: str, cfg: Config, logger) -> No
     try:
         weights = read_weights(path)
     except FileNotFoundError:
-        raise ckpt.CheckpointError(f"--finetune {path!r} not found; give a checkpoint folder, .safetensors or .pth") from None
+        raise CheckpointError(f"--finetune {path!r} not found; give a checkpoint folder, .safetensors or .pth") from None
     try:
         report = load_pretrained(model, weights.state_dict)
     except ValueError as e:
@@ -196,16 +193,3 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
     finally:
         run.logger.close()
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = add_run_args(argparse.ArgumentParser(description="VideoConvViT finetuning (DeepSpeed)"))
-    parser.add_argument("--data", choices=("k400", "ssv2", "image"), default=None,
-                        help="dataset kind (sampling, flip rule); shorthand for --opt data.dataset=...")
-    parser.add_argument("--finetune", default="", metavar="WEIGHTS",
-                        help="initial weights: pretraining checkpoint folder, exported .safetensors or .pth")
-    parser.add_argument("--linprobe", action="store_true", help="train only a BatchNorm + linear head on the frozen encoder")
-    parser.add_argument("--eval", action="store_true", help="only validate the given weights (never auto-resumes)")
-    args = parser.parse_args(argv)
-    extra = [f"data.dataset={args.data}"] if args.data else []
-    return run_cli(lambda: run_finetune(config_from_args(args, extra), args.finetune, args.resume,
-                                        args.auto_resume, args.linprobe, args.eval))

@@ -5,19 +5,16 @@ The loop, checkpoints and resume are shared with finetuning in `trainer.py`.
 """
 from __future__ import annotations
 
-import argparse
 import math
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import torch
 
-from video_mcmae.cli import run_cli
-from video_mcmae.config import Config, ConfigError
+from video_mcmae.config import Config
 from video_mcmae.data.device import to_model_input
 from video_mcmae.engine.deepspeed_config import input_dtype
-from video_mcmae.engine.trainer import (
-    Run, StepFn, add_run_args, config_from_args, fit, make_engine, resume_engine, start_run, train_loader,
-)
+from video_mcmae.engine.trainer import Run, StepFn, fit, make_engine, resume_engine, start_run, train_loader
+from video_mcmae.errors import ConfigError
 from video_mcmae.models import build_model, is_pretraining
 
 
@@ -50,8 +47,3 @@ def run_pretrain(cfg: Config, resume: str = "", auto_resume: bool = False) -> Ru
         run.logger.close()
     return run
 
-
-def main(argv: Optional[List[str]] = None) -> int:
-    parser = add_run_args(argparse.ArgumentParser(description="VideoConvMAE pretraining (DeepSpeed)"))
-    args = parser.parse_args(argv)
-    return run_cli(lambda: run_pretrain(config_from_args(args), args.resume, args.auto_resume))

@@ -12,7 +12,6 @@ as an uninterrupted run would.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import time
@@ -22,8 +21,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from video_mcmae.config import Config, ConfigError, add_config_args, config_diff, load_config, save_config
-from video_mcmae.data.datasets import TooManyBadFilesError, build_dataset, build_loader, set_epoch
+from video_mcmae.config import Config, config_diff, save_config
+from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
 from video_mcmae.engine.deepspeed_config import initialize_engine, input_dtype
@@ -31,11 +30,8 @@ from video_mcmae.engine.logging import TrainLogger
 from video_mcmae.engine.optim import build_optimizer
 from video_mcmae.engine.schedule import Schedules, build_schedules, lr_plan
 from video_mcmae.models import is_pretraining
-from video_mcmae.weights import CheckpointError, read_model_states, resolve_checkpoint
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss became NaN/inf on some rank; the run stops before the optimizer step."""
+from video_mcmae.errors import CheckpointError, ConfigError, NonFiniteLossError, TooManyBadFilesError
+from video_mcmae.weights import read_model_states, resolve_checkpoint
 
 
 # A training step: (engine, batch, mask generator) -> loss, or (loss, {name: float}) to log next to
@@ -59,25 +55,6 @@ class Run:
     @property
     def out_dir(self) -> str:
         return self.cfg.run.output_dir
-
-
-def add_run_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    add_config_args(parser)
-    parser.add_argument("--resume", default="", metavar="PATH",
-                        help="checkpoint tag folder (output/epoch-0005) or output dir (uses its 'latest')")
-    parser.add_argument("--auto_resume", action="store_true",
-                        help="resume the newest complete checkpoint in run.output_dir, if any")
-    parser.add_argument("--output_dir", default="", help="shorthand for --opt run.output_dir=...")
-    # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
-    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace, extra_opts: List[str] = ()) -> Config:
-    opts = list(args.opt) + list(extra_opts)
-    if args.output_dir:
-        opts.append(f"run.output_dir={args.output_dir}")
-    return load_config(args.config, opts)
 
 
 # What a resume cannot change: the model and its input shapes (the saved weights' shapes), and

@@ -9,17 +9,16 @@ Every test video is seen through `T x S` views (temporal view t, spatial crop s)
   every readable video is there, excludes unreadable videos explicitly and averages per video;
   the result does not depend on the world size or the order of the shards.
 - `report`: `compute_metrics`, `format_report` and `write_report` (CSV, PNG, summary.json).
-- `run`: the model and weights under test, the autocast policy, `run_test` / `merge_shards` and
-  the two command-line entry points (tools/test_multiview.py, tools/merge_multiview.py).
+- `run`: the model and weights under test, the autocast policy, `run_test` / `merge_shards` (their
+  command lines, tools/test_multiview.py and tools/merge_multiview.py, are `video_mcmae.cli.multiview`).
 
 The package re-exports only the names imported from it (by the tools and tests); import anything
 else from its submodule.
 """
 from .merge import merge_views
 from .report import compute_metrics, format_report, write_report
-from .run import autocast_dtype, collect_views, load_test_model, merge_cli, run_test_cli
+from .run import autocast_dtype, collect_views, load_test_model
 from .shards import (
-    MultiViewError,
     ViewCollector,
     ViewManifest,
     gather_shards,
@@ -31,6 +30,6 @@ from .shards import (
 __all__ = [
     "merge_views",
     "compute_metrics", "format_report", "write_report",
-    "autocast_dtype", "collect_views", "load_test_model", "merge_cli", "run_test_cli",
-    "MultiViewError", "ViewCollector", "ViewManifest", "gather_shards", "load_shards", "make_shard", "save_shard",
+    "autocast_dtype", "collect_views", "load_test_model",
+    "ViewCollector", "ViewManifest", "gather_shards", "load_shards", "make_shard", "save_shard",
 ]

@@ -16,7 +16,9 @@ from typing import Any, Dict, Iterable, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from .shards import MultiViewError, ViewManifest
+from video_mcmae.errors import MultiViewError
+
+from .shards import ViewManifest
 
 MAX_LISTED = 20  # videos named in one error message before "... and N more"
 

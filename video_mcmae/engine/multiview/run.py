@@ -1,29 +1,27 @@
-"""The multi-view test run (tools/test_multiview.py) and the offline merge (tools/merge_multiview.py):
-the model and its weights, the autocast policy, the per-rank evaluation, the report."""
+"""The multi-view test run (`run_test`, tools/test_multiview.py) and the offline merge (`merge_shards`,
+tools/merge_multiview.py): the model and its weights, the autocast policy, the per-rank
+evaluation, the report."""
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import uuid
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
 
-from video_mcmae.cli import run_cli
-from video_mcmae.config import ConfigError, ModelConfig, add_config_args, load_config
+from video_mcmae.config import ModelConfig
 from video_mcmae.data.datasets import Loader, PartialBatch, build_dataset, build_loader
 from video_mcmae.data.device import to_model_input
-from video_mcmae.data.readers import VideoReadError
 from video_mcmae.engine import distributed
+from video_mcmae.errors import ConfigError, MultiViewError, VideoReadError
 from video_mcmae.models import build_model, is_pretraining
 from video_mcmae.weights import read_weights
 
 from .merge import MergedViews, merge_views
 from .report import compute_metrics, earlier_report, format_report, write_report
 from .shards import (
-    MultiViewError,
     ViewCollector,
     ViewManifest,
     gather_shards,
@@ -34,11 +32,6 @@ from .shards import (
 )
 
 logger = logging.getLogger(__name__)
-
-# A merge error is raised on rank 0 only and a rank's own failure on that rank: the raising rank
-# prints it (config and path errors hit every rank alike and are printed by rank 0).
-RANK_ERRORS = (MultiViewError,)
-
 
 _MODEL_FIELDS = ("name", "num_classes", "num_frames", "img_size", "tubelet_size")
 
@@ -199,29 +192,3 @@ def merge_shards(shard_dir: str, out_dir: str = "", average: str = "", overwrite
     merged = merge_views(shards, average or test_cfg.get("average", "softmax"))
     return _report(merged, test_cfg.get("topk", [1, 5]), out)
 
-
-def run_test_cli(argv: Optional[List[str]] = None) -> int:
-    parser = add_config_args(argparse.ArgumentParser(description="Multi-view test of a finetuned VideoConvViT"))
-    parser.add_argument("--checkpoint", required=True, metavar="PATH",
-                        help="DeepSpeed checkpoint folder (tag folder, or run dir with 'latest') "
-                             "or exported .safetensors")
-    parser.add_argument("--output_dir", default="", help="shorthand for --opt test.output_dir=...")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in the output dir")
-    # The deepspeed launcher passes --local_rank; LOCAL_RANK in the environment says the same.
-    parser.add_argument("--local_rank", type=int, default=-1, help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    opts = list(args.opt) + ([f"test.output_dir={args.output_dir}"] if args.output_dir else [])
-    return run_cli(lambda: run_test(load_config(args.config, opts), args.checkpoint, args.overwrite),
-                   rank_errors=RANK_ERRORS)
-
-
-def merge_cli(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="Merge the per-rank shards of a multi-view test offline")
-    parser.add_argument("--shards", required=True, metavar="DIR", help="the `shards` folder of a test run")
-    parser.add_argument("--output_dir", default="", help="where the report goes (default: the folder above DIR)")
-    parser.add_argument("--average", choices=("softmax", "logits"), default="",
-                        help="merge rule (default: the run's test.average)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in the output dir")
-    args = parser.parse_args(argv)
-    return run_cli(lambda: merge_shards(args.shards, args.output_dir, args.average, args.overwrite),
-                   rank_errors=RANK_ERRORS)

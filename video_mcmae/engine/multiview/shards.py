@@ -16,12 +16,10 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
+from video_mcmae.errors import MultiViewError
+
 SHARD_FORMAT = "video_mcmae.multiview.shard/1"
 SHARD_PATTERN = "shard-*-of-*.pt"
-
-
-class MultiViewError(ValueError):
-    """Shards or views that cannot be merged into a complete, consistent result."""
 
 
 @dataclass

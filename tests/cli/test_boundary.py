@@ -3,10 +3,7 @@ or by the rank that raised a rank-local error), a non-finite loss -> status 3.""
 import pytest
 
 from video_mcmae.cli import run_cli
-from video_mcmae.config import ConfigError
-from video_mcmae.data.lists import DataListError
-from video_mcmae.engine.trainer import NonFiniteLossError
-from video_mcmae.weights import CheckpointError
+from video_mcmae.errors import CheckpointError, ConfigError, DataListError, NonFiniteLossError
 
 
 class RankLocalError(RuntimeError):

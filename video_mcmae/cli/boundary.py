@@ -16,14 +16,10 @@ from typing import Any, Callable, Tuple, Type
 
 from safetensors import SafetensorError
 
-from video_mcmae.api import ApiError
-from video_mcmae.config import ConfigError
-from video_mcmae.data.datasets import TooManyBadFilesError
-from video_mcmae.data.lists import DataListError
-from video_mcmae.data.readers import VideoReadError
 from video_mcmae.engine import distributed
-from video_mcmae.engine.trainer import NonFiniteLossError
-from video_mcmae.weights import CheckpointError
+from video_mcmae.errors import (
+    ApiError, CheckpointError, ConfigError, DataListError, NonFiniteLossError, TooManyBadFilesError, VideoReadError,
+)
 
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
     ConfigError, CheckpointError, DataListError, TooManyBadFilesError, VideoReadError, ApiError,
