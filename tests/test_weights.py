@@ -13,11 +13,10 @@ from video_mcmae.weights import (
     CheckpointError,
     check_checkpoint_folder,
     load_checkpoint_file,
-    read_latest,
     read_weights,
-    resolve_checkpoint,
     unwrap_state_dict,
 )
+from video_mcmae.run_folder import read_latest, resolve_checkpoint
 
 STATE = {"blocks.0.weight": torch.arange(6.0).view(2, 3), "head.bias": torch.ones(2)}
 MODEL = {"name": "videoconvvit_tiny_patch16", "num_classes": 2}

@@ -15,9 +15,9 @@ Torch files are read here with `weights_only=True`. DeepSpeed (`engine.load_chec
 `zero_to_fp32` unpickle a tag folder with `weights_only=False`, so `check_checkpoint_folder` reads
 every torch file of a folder weights-only first (allowing only the types DeepSpeed itself writes)
 and refuses the folder otherwise; a DeepSpeed engine is then handed what it read
-(`engine/checkpoint.py`), `zero_to_fp32` reads the folder again. A tag folder
-named `<tag>.partial` is a save that never finished and is never read. Writing checkpoints and
-exports is `engine/checkpoint.py`.
+(`engine/checkpoint.py`), `zero_to_fp32` reads the folder again. Which folder a path names (a tag
+folder, or a run dir's `latest`; never an unfinished `<tag>.partial`) is `run_folder.py`. Writing
+checkpoints and exports is `engine/checkpoint.py`.
 """
 from __future__ import annotations
 
@@ -35,11 +35,9 @@ from safetensors.torch import load_file
 from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
 from video_mcmae.errors import CheckpointError
+from video_mcmae.run_folder import MODEL_STATES, resolve_checkpoint
 
-LATEST = "latest"
-MODEL_STATES = "mp_rank_00_model_states.pt"
 ZERO_OPTIM_STATES = "*zero_pp_rank_*optim_states.pt"
-PARTIAL = ".partial"  # suffix of a tag folder whose save has not finished (engine/checkpoint.py)
 # The non-tensor types DeepSpeed (0.19) pickles into a tag folder: the ZeRO optimizer files hold the
 # loss scaler (static; dynamic for fp16), the ZeRO stage and the address of every parameter
 # fragment. Everything else in its files (tensors, dtypes, sizes, plain containers) and in our
@@ -172,41 +170,6 @@ def _export(sf_path: str, info: Dict[str, Any]) -> Weights:
 
 # ---------------------------------------------------------------------------------------------
 # DeepSpeed checkpoint folders (written by engine/checkpoint.save_checkpoint)
-
-
-def is_complete(ckpt_dir: str) -> bool:
-    return not ckpt_dir.endswith(PARTIAL) and os.path.isfile(os.path.join(ckpt_dir, MODEL_STATES))
-
-
-def read_latest(out_dir: str) -> Optional[str]:
-    """The tag `latest` names, if it points at a complete checkpoint."""
-    path = os.path.join(out_dir, LATEST)
-    if not os.path.isfile(path):
-        return None
-    with open(path, "r", encoding="utf-8") as f:
-        tag = f.read().strip()
-    return tag if tag and is_complete(os.path.join(out_dir, tag)) else None
-
-
-def resolve_checkpoint(path: str) -> Tuple[str, str]:
-    """(load_dir, tag) for a tag folder (`out/epoch-0005`) or a run's output dir (uses `latest`)."""
-    path = os.path.abspath(path)
-    if path.endswith(PARTIAL):
-        raise CheckpointError(
-            f"{path!r} is a checkpoint save that did not finish (the run was killed or ran out of disk "
-            f"space while saving); resume a complete checkpoint (--auto_resume picks the newest) and "
-            f"delete this folder"
-        )
-    if is_complete(path):
-        return os.path.dirname(path), os.path.basename(path)
-    if os.path.isdir(path):
-        tag = read_latest(path)
-        if tag is not None:
-            return path, tag
-    raise CheckpointError(
-        f"{path!r} is not a complete DeepSpeed checkpoint: give a tag folder holding {MODEL_STATES} "
-        f"(e.g. output/epoch-0005) or a run's output dir with a '{LATEST}' file"
-    )
 
 
 def _not_plain_weights(path: str, what: str) -> CheckpointError:

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from video_mcmae.cli.environment import run_environment
+from video_mcmae import run_folder
 from video_mcmae.config import RunConfig, load_config
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
@@ -14,11 +15,12 @@ from video_mcmae.engine.logging import TrainLogger
 from video_mcmae.engine.schedule import build_schedules, lr_plan
 from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
 from video_mcmae.models import build_model
+from video_mcmae.errors import CheckpointError
 from video_mcmae.weights import MODEL_STATES, load_checkpoint_file
 from tests.conftest import compute_conditions
 
 # ---------------------------------------------------------------------------------------------
-# Tags and `latest` (no DeepSpeed)
+# Saves (no DeepSpeed)
 
 
 def _fake_ckpt(out, tag):
@@ -26,50 +28,14 @@ def _fake_ckpt(out, tag):
     (out / tag / MODEL_STATES).write_bytes(b"x")
 
 
-def test_latest_points_only_at_complete_checkpoints(tmp_path):
-    assert ckpt.read_latest(str(tmp_path)) is None and ckpt.find_auto_resume(str(tmp_path)) is None
-    for e in (2, 10, 1):
-        _fake_ckpt(tmp_path, ckpt.epoch_tag(e))
-    os.makedirs(tmp_path / "epoch-0011")  # a save that never finished
-    assert ckpt.epoch_tags(str(tmp_path)) == ["epoch-0001", "epoch-0002", "epoch-0010", "epoch-0011"]
-    ckpt.write_latest(str(tmp_path), "epoch-0010")
-    assert ckpt.find_auto_resume(str(tmp_path)) == str(tmp_path / "epoch-0010")
-    assert not any(p.name.endswith(".tmp") for p in tmp_path.iterdir())  # written by rename
-    ckpt.write_latest(str(tmp_path), "epoch-0011")
-    assert ckpt.read_latest(str(tmp_path)) is None  # incomplete target is not trusted
-    assert ckpt.resolve_checkpoint(str(tmp_path / "epoch-0002")) == (str(tmp_path), "epoch-0002")
-
-
-def test_user_errors_name_the_fix(tmp_path):
-    with pytest.raises(ckpt.CheckpointError, match="not a complete DeepSpeed checkpoint.*epoch-0005"):
-        ckpt.resolve_checkpoint(str(tmp_path / "nope"))
-    ckpt.ensure_fresh_output(str(tmp_path))  # empty: fine
-    _fake_ckpt(tmp_path, "epoch-0003")
-    with pytest.raises(ckpt.CheckpointError, match="already holds checkpoints \\(epoch-0003\\); continue that run with --resume .*epoch-0003"):
-        ckpt.ensure_fresh_output(str(tmp_path))
-    ckpt.write_latest(str(tmp_path), "epoch-0003")
-    with pytest.raises(ckpt.CheckpointError, match="continue that run with --auto_resume"):
-        ckpt.ensure_fresh_output(str(tmp_path))
-    _fake_ckpt(tmp_path, "epoch-0001")
-    with pytest.raises(ckpt.CheckpointError, match="newer than the resumed one \\(epoch 1\\): epoch-0003"):
-        ckpt.ensure_no_newer_checkpoints(str(tmp_path), str(tmp_path / "epoch-0001"))
-    ckpt.ensure_no_newer_checkpoints(str(tmp_path), str(tmp_path / "epoch-0003"))
-    with pytest.raises(ckpt.CheckpointError, match="exported weights need"):
+def test_the_resumed_epoch_comes_from_the_tag_or_else_the_client_state(tmp_path):
+    _fake_ckpt(tmp_path, "epoch-0007")
+    assert ckpt.checkpoint_epoch(str(tmp_path / "epoch-0007")) == 7
+    os.makedirs(tmp_path / "best")
+    torch.save({"module": {}, "epoch": 4}, tmp_path / "best" / MODEL_STATES)
+    assert ckpt.checkpoint_epoch(str(tmp_path / "best")) == 4
+    with pytest.raises(CheckpointError, match="exported weights need"):
         ckpt.load_exported(str(tmp_path / "missing.safetensors"))
-
-
-def test_auto_resume_ignores_partial_saves_and_a_latest_left_behind(tmp_path):
-    for e in (1, 2):
-        _fake_ckpt(tmp_path, ckpt.epoch_tag(e))
-    ckpt.write_latest(str(tmp_path), "epoch-0001")  # killed after epoch-0002 got its name
-    _fake_ckpt(tmp_path, "epoch-0003.partial")  # killed while saving epoch 3
-    assert ckpt.epoch_tags(str(tmp_path)) == ["epoch-0001", "epoch-0002"]
-    assert ckpt.partial_checkpoints(str(tmp_path)) == [str(tmp_path / "epoch-0003.partial")]
-    assert ckpt.find_auto_resume(str(tmp_path)) == str(tmp_path / "epoch-0002")
-    ckpt.ensure_no_newer_checkpoints(str(tmp_path), str(tmp_path / "epoch-0002"))  # the partial is not newer
-    ckpt.write_latest(str(tmp_path), "best")  # a `latest` naming another kind of tag is followed
-    _fake_ckpt(tmp_path, "best")
-    assert ckpt.find_auto_resume(str(tmp_path)) == str(tmp_path / "best")
 
 
 class _FakeEngine:
@@ -98,13 +64,13 @@ def test_saves_are_renamed_into_place_once_complete(tmp_path):
     assert engine.calls == [("epoch-0001.partial", [], False)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001", "latest"]
     assert sorted(p.name for p in (tmp_path / "epoch-0001").iterdir()) == [MODEL_STATES]
-    assert ckpt.read_latest(str(tmp_path)) == "epoch-0001"
+    assert run_folder.read_latest(str(tmp_path)) == "epoch-0001"
 
     engine.fail = True  # a full disk: the partial folder stays, nothing else changes
     with pytest.raises(OSError):
         ckpt.save_checkpoint(engine, str(tmp_path), "epoch-0002", {"n": 2})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0001", "epoch-0002.partial", "latest"]
-    assert ckpt.find_auto_resume(str(tmp_path)) == str(tmp_path / "epoch-0001")
+    assert run_folder.find_auto_resume(str(tmp_path)) == str(tmp_path / "epoch-0001")
     engine.fail = False
     ckpt.save_checkpoint(engine, str(tmp_path), "epoch-0002", {"n": 2}, keep=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-0002", "latest"]
@@ -113,7 +79,7 @@ def test_saves_are_renamed_into_place_once_complete(tmp_path):
         ckpt.save_checkpoint(engine, str(tmp_path), "best", {"n": n}, mark_latest=False)
         assert torch.load(tmp_path / "best" / MODEL_STATES, weights_only=True) == {"n": n}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["best", "epoch-0002", "latest"]
-    assert ckpt.read_latest(str(tmp_path)) == "epoch-0002"
+    assert run_folder.read_latest(str(tmp_path)) == "epoch-0002"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -175,8 +141,8 @@ def test_export_then_load_equals_engine_weights(tmp_path, dist_info, zero, preci
     stats = _train(run, engine, optimizer)
     assert run.global_step == 3 and stats["grad_norm"] > 0
     run.epoch = 1
-    ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
-    assert ckpt.read_latest(run.out_dir) == "epoch-0001" and ckpt.partial_checkpoints(run.out_dir) == []
+    ckpt.save_checkpoint(engine, run.out_dir, run_folder.epoch_tag(1), client_state(run, names))
+    assert run_folder.read_latest(run.out_dir) == "epoch-0001" and run_folder.partial_checkpoints(run.out_dir) == []
     ckpt.check_checkpoint(run.out_dir)  # what DeepSpeed wrote reads weights-only
     sf, meta_path = ckpt.export_weights(run.out_dir, str(tmp_path / "export" / "w"))
     model, meta = ckpt.load_exported(sf)
@@ -200,7 +166,7 @@ def test_resume_restores_weights_optimizer_and_position(tmp_path, dist_info, thr
         run, engine, optimizer, names = _run(tmp_path / "a", dist_info, 1, "bf16")
         _train(run, engine, optimizer)
         run.epoch = 1
-        path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
+        path = ckpt.save_checkpoint(engine, run.out_dir, run_folder.epoch_tag(1), client_state(run, names))
         before = _train(run, engine, optimizer)  # the continuation we must reproduce
         after_a = _engine_fp32(engine, names)
 
@@ -217,7 +183,7 @@ def test_resume_restores_weights_optimizer_and_position(tmp_path, dist_info, thr
 def test_a_load_reads_each_checkpoint_file_once_and_weights_only(tmp_path, dist_info, monkeypatch):
     run, engine, optimizer, names = _run(tmp_path, dist_info, 1, "bf16")
     run.epoch = 1
-    path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
+    path = ckpt.save_checkpoint(engine, run.out_dir, run_folder.epoch_tag(1), client_state(run, names))
     reads, load = [], torch.load
 
     def spy(f, *args, **kwargs):
@@ -242,7 +208,7 @@ class _Payload:
 def test_a_file_deepspeed_would_run_is_refused(tmp_path, dist_info):
     run, engine, optimizer, names = _run(tmp_path / "run", dist_info, 1, "bf16")
     run.epoch = 1
-    path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(1), client_state(run, names))
+    path = ckpt.save_checkpoint(engine, run.out_dir, run_folder.epoch_tag(1), client_state(run, names))
     (optim,) = [os.path.join(path, f) for f in os.listdir(path) if f != MODEL_STATES]
     target = tmp_path / "pwned"
     torch.save({**load_checkpoint_file(optim, mmap=False), "x": _Payload(str(target))}, optim)
@@ -265,4 +231,4 @@ def test_nan_loss_stops_before_the_step(tmp_path, dist_info):
         train_one_epoch(run, engine, optimizer, _batches(2), sched, 2, nan_step, torch.Generator())
     for n, p in engine.module.named_parameters():
         assert torch.equal(p, weights[n]), n
-    assert ckpt.epoch_tags(run.out_dir) == []
+    assert run_folder.epoch_tags(run.out_dir) == []

@@ -12,7 +12,7 @@ import sys
 
 import torch
 
-from video_mcmae.engine import checkpoint
+from video_mcmae import run_folder
 from video_mcmae.cli.pretrain import main
 
 POINT, _, TAG = os.environ.get("KILL_AT", "").partition(":")
@@ -25,7 +25,7 @@ def kill_every_rank():
 
 def save(obj, path, *args, _save=torch.save, **kwargs):
     _save(obj, path, *args, **kwargs)
-    if os.path.basename(os.path.dirname(str(path))) == TAG + checkpoint.PARTIAL:
+    if os.path.basename(os.path.dirname(str(path))) == TAG + run_folder.PARTIAL:
         if POINT == "partial" and RANK == 0:
             os.truncate(path, os.path.getsize(path) // 2)
             kill_every_rank()
@@ -33,7 +33,7 @@ def save(obj, path, *args, _save=torch.save, **kwargs):
             kill_every_rank()
 
 
-def write_latest(out_dir, tag, _write=checkpoint.write_latest):
+def write_latest(out_dir, tag, _write=run_folder.write_latest):
     if POINT == "latest" and tag == TAG:
         kill_every_rank()
     _write(out_dir, tag)
@@ -42,5 +42,5 @@ def write_latest(out_dir, tag, _write=checkpoint.write_latest):
 if __name__ == "__main__":
     if POINT:
         torch.save = save  # DeepSpeed's checkpoint engine calls torch.save
-        checkpoint.write_latest = write_latest
+        run_folder.write_latest = write_latest
     sys.exit(main())

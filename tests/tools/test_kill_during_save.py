@@ -17,7 +17,7 @@ import sys
 import pytest
 import torch
 
-from video_mcmae.engine.checkpoint import epoch_tags, partial_checkpoints
+from video_mcmae.run_folder import epoch_tags, partial_checkpoints
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 KILLABLE = os.path.join(REPO, "tests", "tools", "killable_run_pretrain.py")

@@ -1,123 +1,39 @@
-"""DeepSpeed checkpoints (save, `latest`, resume) and exported weights.
-Reading weights and checkpoint folders is `video_mcmae/weights.py`.
+"""DeepSpeed checkpoints (save, resume) and exported weights.
 
-Layout of a run's output dir:
-    epoch-0005/            a DeepSpeed checkpoint (`engine.save_checkpoint`, tag = completed epochs)
-    best/                  finetuning: the best validation accuracy so far
-    latest                 the tag of the newest *complete* epoch checkpoint
-    epoch-0006.partial/    a save in progress, or one that was killed / ran out of disk space
+The run folder's layout (tags, `<tag>.partial`, `latest`, the resume lookup) is `video_mcmae/run_folder.py`;
+reading weights and checkpoint folders is `video_mcmae/weights.py`.
 
 A save is atomic at the folder level: every rank writes into `<tag>.partial/`, and only when all
 of them are done is the folder renamed to `<tag>` (by rank 0; on nodes without a shared file
-system by each node's first rank for its own copy); `latest` is replaced after that (tmp file +
-rename). A killed save therefore leaves a `.partial` folder and the previous checkpoints as they
-were: `--auto_resume` ignores partial folders (and takes the newest `epoch-NNNN` folder even when
-the kill came before `latest` was updated), they never count as epoch checkpoints, and the next
-save of the same tag removes the leftover.
+system by each node's first rank for its own copy); `latest` is replaced after that.
 """
 from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
-import socket
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Tuple
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from video_mcmae import run_folder
 from video_mcmae.config import DataConfig, ModelConfig
 from video_mcmae.engine import distributed as dist_utils
+from video_mcmae.errors import CheckpointError
 from video_mcmae.models import build_model
-from video_mcmae.weights import (
-    EXPORT_FORMAT,
-    LATEST,
-    PARTIAL,
-    CheckpointError,
-    check_checkpoint_folder,
-    export_paths,
-    is_complete,
-    load_checkpoint_file,
-    read_latest,
-    read_model_states,
-    read_weights,
-    resolve_checkpoint,
-)
-
-_EPOCH_TAG = re.compile(r"^epoch-(\d+)$")
-
-# ---------------------------------------------------------------------------------------------
-# Tags and the `latest` marker
-
-
-def epoch_tag(epoch: int) -> str:
-    return f"epoch-{epoch:04d}"
-
-
-def _epoch_of(tag: str) -> int:
-    return int(_EPOCH_TAG.match(tag).group(1))
-
-
-def epoch_tags(out_dir: str) -> List[str]:
-    """Epoch checkpoint tags in `out_dir`, oldest first (`.partial` folders are not checkpoints)."""
-    if not os.path.isdir(out_dir):
-        return []
-    tags = [t for t in os.listdir(out_dir) if _EPOCH_TAG.match(t) and os.path.isdir(os.path.join(out_dir, t))]
-    return sorted(tags, key=_epoch_of)
-
-
-def partial_checkpoints(out_dir: str) -> List[str]:
-    """Folders of saves that have not finished (`<tag>.partial`): killed, or out of disk space."""
-    if not os.path.isdir(out_dir):
-        return []
-    return sorted(os.path.join(out_dir, t) for t in os.listdir(out_dir)
-                  if t.endswith(PARTIAL) and os.path.isdir(os.path.join(out_dir, t)))
-
-
-def write_latest(out_dir: str, tag: str) -> None:
-    # One temporary name per writer: with a shared file system every node's first rank writes.
-    tmp = os.path.join(out_dir, f".{LATEST}.{socket.gethostname()}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(tag)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(out_dir, LATEST))
-
-
-def ensure_fresh_output(out_dir: str) -> None:
-    """A new (not resumed) run must not write over an earlier run's checkpoints."""
-    found = [t for t in epoch_tags(out_dir) + ["best"] if os.path.isdir(os.path.join(out_dir, t))]
-    if found or os.path.exists(os.path.join(out_dir, LATEST)):
-        how = ("continue that run with --auto_resume" if read_latest(out_dir)
-               else f"continue that run with --resume {os.path.join(out_dir, found[-1])}" if found
-               else "remove its stale 'latest' file")
-        raise CheckpointError(
-            f"run.output_dir {out_dir!r} already holds checkpoints ({', '.join(found) or LATEST}); "
-            f"{how}, or pick another --opt run.output_dir=..."
-        )
+from video_mcmae.weights import EXPORT_FORMAT, check_checkpoint_folder, export_paths, read_model_states, read_weights
 
 
 def checkpoint_epoch(path: str) -> int:
     """Completed epochs of a checkpoint, from its tag name or else its client state."""
-    load_dir, tag = resolve_checkpoint(path)
-    if _EPOCH_TAG.match(tag):
-        return _epoch_of(tag)
+    load_dir, tag = run_folder.resolve_checkpoint(path)
+    epoch = run_folder.epoch_of(tag)
+    if epoch is not None:
+        return epoch
     states = read_model_states(os.path.join(load_dir, tag), mmap=True)
     return int(states.get("epoch", 0))
-
-
-def ensure_no_newer_checkpoints(out_dir: str, resume_path: str) -> None:
-    """Resuming an older checkpoint into a dir with newer epoch checkpoints would overwrite them."""
-    epoch = checkpoint_epoch(resume_path)
-    newer = [t for t in epoch_tags(out_dir) if _epoch_of(t) > epoch]
-    if newer:
-        raise CheckpointError(
-            f"run.output_dir {out_dir!r} holds checkpoints newer than the resumed one (epoch {epoch}): "
-            f"{', '.join(newer)}; they would be overwritten. Resume into another --output_dir, or resume "
-            f"the newest with --auto_resume"
-        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,14 +58,14 @@ def save_checkpoint(engine, out_dir: str, tag: str, client_state: Dict[str, Any]
     point `latest` at it (epoch checkpoints) and drop epoch checkpoints beyond the newest `keep`
     (0 keeps all). Call on all ranks."""
     final = os.path.join(out_dir, tag)
-    partial = final + PARTIAL
+    partial = final + run_folder.PARTIAL
     # Each node's first process: nodes without a shared file system hold their own copies.
     first_on_node = dist_utils.get_local_rank() == 0
     if first_on_node:  # leftovers of an earlier save of this tag that did not finish
         shutil.rmtree(partial, ignore_errors=True)
         shutil.rmtree(final + ".old", ignore_errors=True)
     dist_utils.barrier()
-    engine.save_checkpoint(out_dir, tag=tag + PARTIAL, client_state=client_state, save_latest=False)
+    engine.save_checkpoint(out_dir, tag=tag + run_folder.PARTIAL, client_state=client_state, save_latest=False)
     dist_utils.barrier()
     if dist_utils.get_rank() == 0:
         _publish(partial, final)
@@ -158,33 +74,19 @@ def save_checkpoint(engine, out_dir: str, tag: str, client_state: Dict[str, Any]
         if os.path.isdir(partial):  # this node's own copy (no file system shared with rank 0)
             _publish(partial, final)
         if mark_latest:
-            write_latest(out_dir, tag)
+            run_folder.write_latest(out_dir, tag)
             if keep > 0:
-                for old in epoch_tags(out_dir)[:-keep]:
+                for old in run_folder.epoch_tags(out_dir)[:-keep]:
                     if old != tag:
                         shutil.rmtree(os.path.join(out_dir, old), ignore_errors=True)
     dist_utils.barrier()
     return final
 
 
-def find_auto_resume(out_dir: str) -> Optional[str]:
-    """The newest complete checkpoint of a run, or None for a new run.
-
-    That is the newest `epoch-NNNN` folder (a folder gets that name only once every rank has
-    saved into it): what `latest` names, unless the run was killed between the rename and the
-    update of `latest`. A `latest` naming another kind of tag is followed as it is.
-    """
-    latest = read_latest(out_dir)
-    complete = [t for t in epoch_tags(out_dir) if is_complete(os.path.join(out_dir, t))]
-    if complete and (latest is None or (_EPOCH_TAG.match(latest) and _epoch_of(complete[-1]) > _epoch_of(latest))):
-        latest = complete[-1]
-    return os.path.join(out_dir, latest) if latest else None
-
-
 def check_checkpoint(path: str) -> None:
     """`check_checkpoint_folder` for a tag folder or run dir: a resume calls it before it writes
     anything, so that a refused folder leaves the run untouched."""
-    load_dir, tag = resolve_checkpoint(path)
+    load_dir, tag = run_folder.resolve_checkpoint(path)
     check_checkpoint_folder(os.path.join(load_dir, tag))
 
 
@@ -228,7 +130,7 @@ def load_checkpoint(engine, path: str, module_only: bool = False) -> Dict[str, A
     checkpoint of videoconvvit_tiny that costs what checking and then letting DeepSpeed read did
     (59 vs 61 ms CPU), with 0.14 instead of 1.58 MB read (the tensors are mapped and copied once).
     """
-    load_dir, tag = resolve_checkpoint(path)
+    load_dir, tag = run_folder.resolve_checkpoint(path)
     checked = check_checkpoint_folder(os.path.join(load_dir, tag))
     own = engine.checkpoint_engine
     engine.checkpoint_engine = _CheckedReads(own, checked)

@@ -6,7 +6,6 @@ multi-view test lives in `engine/multiview/`.
 """
 from __future__ import annotations
 
-import os
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -14,6 +13,7 @@ from timm.loss import LabelSmoothingCrossEntropy, SoftTargetCrossEntropy
 from torch import nn
 from torch.utils.data import DataLoader
 
+from video_mcmae import run_folder
 from video_mcmae.config import Config
 from video_mcmae.data.datasets import Loader, build_dataset
 from video_mcmae.data.device import ClipErasing, StepSeeds, build_erasing, to_model_input
@@ -151,9 +151,9 @@ class Validation:
         run.logger.log_epoch(run.epoch, run.global_step, {**self.last, "best_acc1": self.best}, prefix="val")
         if improved:
             extra = {"best_acc1": self.best, "val": self.last, "linprobe": self.linprobe}
-            ckpt.save_checkpoint(self.engine, run.out_dir, "best", client_state(run, self.names, **extra),
-                                 mark_latest=False)
-            run.logger.info(f"new best acc1 {self.best:.2f}: saved {os.path.join(run.out_dir, 'best')}")
+            path = ckpt.save_checkpoint(self.engine, run.out_dir, run_folder.BEST,
+                                        client_state(run, self.names, **extra), mark_latest=False)
+            run.logger.info(f"new best acc1 {self.best:.2f}: saved {path}")
         return {"best_acc1": self.best, "linprobe": self.linprobe}
 
 

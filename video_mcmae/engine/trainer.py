@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from video_mcmae import run_folder
 from video_mcmae.config import Config, config_diff, save_config
 from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
 from video_mcmae.engine import checkpoint as ckpt
@@ -31,7 +32,7 @@ from video_mcmae.engine.optim import build_optimizer
 from video_mcmae.engine.schedule import Schedules, build_schedules, lr_plan
 from video_mcmae.models import is_pretraining
 from video_mcmae.errors import CheckpointError, ConfigError, NonFiniteLossError, TooManyBadFilesError
-from video_mcmae.weights import read_model_states, resolve_checkpoint
+from video_mcmae.weights import read_model_states
 
 
 # A training step: (engine, batch, mask generator) -> loss, or (loss, {name: float}) to log next to
@@ -66,8 +67,6 @@ class Run:
 RESUME_FIXED = ("model.name", "model.num_frames", "model.img_size", "model.tubelet_size", "model.num_classes",
                 "model.kwargs", "optim.batch_size", "optim.accum_steps", "optim.steps_per_epoch",
                 "deepspeed.zero_stage", "ranks", "task")
-CONFIG_FILE = "config.yaml"
-EVAL_CONFIG_FILE = "eval_config.yaml"
 
 
 def _show(value: Any) -> str:
@@ -89,7 +88,7 @@ def check_resume(path: str, cfg: Config, world_size: int, linprobe: bool = False
     written. Refuses (naming the keys) what a resume cannot change, and a train list whose sample
     count differs from the checkpoint's unless `run.accept_train_list_change`; returns the other
     changes (lr, epochs, warmup, weight decay, ...) as key -> (checkpoint's, this run's)."""
-    load_dir, tag = resolve_checkpoint(path)
+    load_dir, tag = run_folder.resolve_checkpoint(path)
     states = read_model_states(os.path.join(load_dir, tag), mmap=True)
     changed = config_diff(states.get("config") or {}, cfg.to_dict())
     ranks = (states.get("sampler") or {}).get("world_size", states.get("dp_world_size"))
@@ -99,7 +98,7 @@ def check_resume(path: str, cfg: Config, world_size: int, linprobe: bool = False
         changed["task"] = tuple("linear probe" if lp else "finetuning" for lp in (bool(states["linprobe"]), linprobe))
     fixed = [k for k in changed if _fixed_on_resume(k, cfg)]
     if fixed:
-        original = os.path.join(load_dir, CONFIG_FILE)
+        original = os.path.join(load_dir, run_folder.CONFIG_FILE)
         raise CheckpointError(
             f"cannot resume {path}: the checkpoint was made with "
             f"{', '.join(f'{k}={_show(changed[k][0])}' for k in fixed)}; this run asks for "
@@ -120,24 +119,6 @@ def check_resume(path: str, cfg: Config, world_size: int, linprobe: bool = False
     return changed
 
 
-def _config_file(out: str, resuming: bool, eval_only: bool) -> str:
-    """config.yaml records the run that made the output dir; a resume never replaces it and
-    writes config.resume-N.yaml (N = 1, 2, ...) instead. Likewise eval_config.yaml records the
-    first evaluation into the dir, and later ones write eval_config-N.yaml."""
-    if eval_only:
-        first, numbered = EVAL_CONFIG_FILE, "eval_config-{}.yaml"
-    elif resuming:
-        first, numbered = CONFIG_FILE, "config.resume-{}.yaml"
-    else:
-        return CONFIG_FILE
-    if not os.path.exists(os.path.join(out, first)):
-        return first
-    n = 1
-    while os.path.exists(os.path.join(out, numbered.format(n))):
-        n += 1
-    return numbered.format(n)
-
-
 def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_only: bool = False,
               linprobe: bool = False) -> Run:
     """Join the process group, decide where to resume from (checking the checkpoint's config
@@ -147,20 +128,21 @@ def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_onl
     out = cfg.run.output_dir
     path = resume or None
     if path is None and auto_resume and not eval_only:
-        path = ckpt.find_auto_resume(out)
+        path = run_folder.find_auto_resume(out)
     changes: Dict[str, Tuple[Any, Any]] = {}
     if path is not None:
-        ckpt.ensure_no_newer_checkpoints(out, path)  # also fails now, before any work, on a bad path
+        # also fails now, before any work, on a bad path
+        run_folder.ensure_no_newer_checkpoints(out, ckpt.checkpoint_epoch(path))
         ckpt.check_checkpoint(path)  # plain weights only: nothing in it runs as code
         changes = check_resume(path, cfg, info.world_size, linprobe)
     elif not eval_only:
-        ckpt.ensure_fresh_output(out)
+        run_folder.ensure_fresh_output(out)
     distributed.barrier()  # every rank has looked at the output dir before rank 0 writes to it
     logger = TrainLogger(out, info.is_main, cfg.run.log_every, cfg.run.tensorboard and not eval_only)
-    for partial in [] if eval_only else ckpt.partial_checkpoints(out):
+    for partial in [] if eval_only else run_folder.partial_checkpoints(out):
         logger.info(f"ignoring {partial}: a checkpoint save that did not finish (killed, or out of disk "
                     "space); it is not resumed from and can be deleted")
-    saved = save_config(cfg, out, _config_file(out, path is not None, eval_only)) if info.is_main else None
+    saved = save_config(cfg, out, run_folder.config_file(out, path is not None, eval_only)) if info.is_main else None
     distributed.seed_all(distributed.derived_seed(cfg.run.seed, info.rank))
     logger.info(f"ranks {info.world_size}, device {info.device}, output {os.path.abspath(out)}"
                 + (f", resuming {path}" if path else "") + (f"; config saved as {saved}" if saved else ""))
@@ -361,6 +343,6 @@ def fit(run: Run, engine, optimizer, names: List[List[str]], loader, steps: int,
         run.logger.log_epoch(run.epoch, run.global_step, stats)
         extra = after_epoch(run) if after_epoch is not None else {}
         if run.epoch % cfg.run.save_every == 0 or run.epoch == cfg.optim.epochs:
-            path = ckpt.save_checkpoint(engine, run.out_dir, ckpt.epoch_tag(run.epoch),
+            path = ckpt.save_checkpoint(engine, run.out_dir, run_folder.epoch_tag(run.epoch),
                                         client_state(run, names, **extra), keep=cfg.run.keep_checkpoints)
             run.logger.info(f"saved {path}")

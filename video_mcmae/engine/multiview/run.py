@@ -11,6 +11,7 @@ from typing import Any, Dict, Optional, Sequence, Tuple
 import torch
 from tqdm import tqdm
 
+from video_mcmae import run_folder
 from video_mcmae.config import ModelConfig
 from video_mcmae.data.datasets import Loader, PartialBatch, build_dataset, build_loader
 from video_mcmae.data.device import to_model_input
@@ -128,7 +129,7 @@ def _report(merged: MergedViews, topk: Sequence[int], out_dir: str) -> Dict[str,
 
 
 def resolve_output_dir(cfg) -> str:
-    return cfg.test.output_dir or os.path.join(cfg.run.output_dir, "test")
+    return cfg.test.output_dir or run_folder.report_dir(cfg.run.output_dir)
 
 
 def refuse_earlier_report(out_dir: str, overwrite: bool) -> None:
