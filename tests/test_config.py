@@ -1,5 +1,6 @@
 import dataclasses
 import glob
+import logging
 import os
 import re
 import subprocess
@@ -9,7 +10,8 @@ import typing
 import pytest
 import yaml
 
-from video_mcmae.config import Config, ConfigError, load_config, save_config
+from video_mcmae import config as config_module
+from video_mcmae.config import Config, ConfigError, load_config, recorded_config, recorded_model_config, save_config
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -63,7 +65,7 @@ def test_unknown_key_names_nearest(tmp_path):
 @pytest.mark.parametrize("opt, expected", [
     ("optim.epochs=ten", "expected int"),
     ("optim.epochs=3.5", "expected int"),
-    ("model.sparse=1", "expected bool"),
+    ("model.visible_only=1", "expected bool"),
     ("optim.betas=0.9", "expected a list of float"),
     ("model.mask_type=tubes", "did you mean 'tube'"),
     ("optim.lr=fast", "expected float or null"),
@@ -191,3 +193,34 @@ def test_shipped_configs_are_valid(path):
     if os.sep + "deepspeed" + os.sep in path:
         pytest.skip("DeepSpeed json/yaml, not a run config")
     load_config(path)
+
+
+def test_renamed_keys_keep_working_with_one_deprecation_line_each(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(config_module, "_deprecations_logged", set())
+    base = write(tmp_path / "base.yaml", {"model": {"visible_only": True, "dwconv_backend": "auto"}})
+    run = write(tmp_path / "run.yaml", {"_base_": "base.yaml", "model": {"sparse": False, "use_kernel": "torch"}})
+    with caplog.at_level(logging.WARNING, logger="video_mcmae.config"):
+        cfg = load_config(run)  # the old names in the later file win over the new names in its base
+        again = load_config(base, ["model.sparse=false"])
+        load_config(None, ["model.sparse=true"])
+    assert (cfg.model.visible_only, cfg.model.dwconv_backend) == (False, "torch")
+    assert again.model.visible_only is False
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and all("is deprecated" in line for line in lines)
+    assert any("model.sparse" in line and "model.visible_only" in line for line in lines)
+    assert any("model.use_kernel" in line and "model.dwconv_backend" in line for line in lines)
+    both = write(tmp_path / "both.yaml", {"model": {"sparse": False, "visible_only": True}})
+    with pytest.raises(ConfigError, match="model.sparse is the old name of model.visible_only; give only"):
+        load_config(both)
+
+
+def test_a_recorded_config_reads_in_today_s_names_and_fields():
+    """An earlier run's record: renamed keys under their new names, and what it set through
+    model.kwargs (the demo's norm_pix_loss) in the field of that name."""
+    old = {"name": "videoconvmae_tiny_patch16", "sparse": False, "use_kernel": "torch",
+           "kwargs": {"norm_pix_loss": False, "decoder_depth": 2}}
+    model = recorded_model_config(old)
+    assert (model.visible_only, model.dwconv_backend, model.norm_pix_loss) == (False, "torch", False)
+    assert model.kwargs == {"decoder_depth": 2}
+    assert recorded_config({"model": old, "optim": {"lr": 0.1}})["optim"] == {"lr": 0.1}
+    assert old["kwargs"] == {"norm_pix_loss": False, "decoder_depth": 2}  # the record itself is left alone

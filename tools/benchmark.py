@@ -4,7 +4,7 @@ Training step (forward + backward + AdamW step on a random clip already on the d
 ms/step and peak memory, one row per combination of the listed modes.
 
     python tools/benchmark.py train --model videoconvmae_base_patch16 --batch 32 --precision bf16 \
-        --mask-ratio 0.9 --sparse on off --kernel triton torch --compile off on --json pretrain.json
+        --mask-ratio 0.9 --visible-only on off --dwconv-backend triton torch --compile off on --json pretrain.json
     python tools/benchmark.py train --model videoconvvit_base_patch16 --batch 32 --precision bf16
 
 Loader feeding the pretraining step (does the loader keep up?): the pretraining DataLoader over a
@@ -14,7 +14,7 @@ together, each as delivered clips/s (wall clock, after `--warmup` batches):
 
     python tools/benchmark.py loader --model videoconvmae_base_patch16 --list k400/train.csv \
         --data-root k400 --workers 16 --batch 32 --num-sample 2 --precision bf16 --mask-ratio 0.9 \
-        --sparse on --kernel triton --json loader.json
+        --visible-only on --dwconv-backend triton --json loader.json
 
 Depthwise conv alone (fwd and fwd+bwd ms, achieved GB/s against a measured device-to-device
 copy; output error against an fp32 torch reference): dense through the kernel, through torch
@@ -81,15 +81,15 @@ def _peak_mib(device: torch.device) -> float:
 
 
 # -- training step --------------------------------------------------------------------------------
-def _build_model(args, sparse_on: bool, kernel: str, device: torch.device):
-    overrides = {"dwconv_backend": kernel}
+def _build_model(args, visible_only: bool, backend: str, device: torch.device):
+    overrides = {"dwconv_backend": backend}
     if args.frames is not None:
         overrides["num_frames"] = args.frames
     if args.img_size is not None:
         overrides["img_size"] = args.img_size
     pretrain = is_pretraining(args.model)
     if pretrain:
-        overrides["sparse"] = sparse_on
+        overrides["visible_only"] = visible_only
         if args.mask_ratio is not None:
             overrides["mask_ratio"] = args.mask_ratio
     elif args.num_classes is not None:
@@ -118,16 +118,16 @@ def _train_step(model, pretrain: bool, compiled: bool, precision: str, device: t
     return step
 
 
-def bench_train(args, sparse_on: bool, kernel: str, compiled: bool, device: torch.device) -> dict:
+def bench_train(args, visible_only: bool, backend: str, compiled: bool, device: torch.device) -> dict:
     torch.manual_seed(0)
-    model, pretrain = _build_model(args, sparse_on, kernel, device)
+    model, pretrain = _build_model(args, visible_only, backend, device)
     clip = torch.randn(args.batch, model.in_chans, *model.input_size, device=device)
     step = _train_step(model, pretrain, compiled, args.precision, device, args.batch)
     _reset_peak(device)
     ms = time_ms(lambda: step(clip), device, args.steps, args.warmup)
     return dict(bench="train", model=args.model, task="pretrain" if pretrain else "finetune",
                 batch=args.batch, input=list(model.input_size), precision=args.precision,
-                sparse=sparse_on if pretrain else None, kernel=kernel, compile=compiled,
+                visible_only=visible_only if pretrain else None, dwconv_backend=backend, compile=compiled,
                 ms_per_step=ms, clips_per_s=args.batch * 1e3 / ms, peak_mem_mib=_peak_mib(device))
 
 
@@ -160,7 +160,7 @@ def bench_loader(args, device: torch.device) -> dict:
         raise ConfigError(f"--model {args.model}: the loader benchmark feeds a video pretraining preset "
                           "(videoconvmae_*)")
     torch.manual_seed(0)
-    model, pretrain = _build_model(args, args.sparse[0] == "on", args.kernel[0], device)
+    model, pretrain = _build_model(args, args.visible_only[0] == "on", args.dwconv_backend[0], device)
     cfg = _loader_config(args, model)
     batches = _batches(build_loader(cfg, "pretrain"))
     step = _train_step(model, pretrain, args.compile[0] == "on", args.precision, device, args.batch)
@@ -172,8 +172,8 @@ def bench_loader(args, device: torch.device) -> dict:
     both_ms = time_ms(lambda: step(to_model_input(next(batches), device, mean, std)), device, args.steps, args.warmup)
     rate = {name: args.batch * 1e3 / ms for name, ms in (("loader", loader_ms), ("model", model_ms), ("both", both_ms))}
     return dict(bench="loader", model=args.model, batch=args.batch, num_sample=args.num_sample, workers=args.workers,
-                input=list(model.input_size), precision=args.precision, sparse=args.sparse[0] == "on",
-                kernel=args.kernel[0], compile=args.compile[0] == "on",
+                input=list(model.input_size), precision=args.precision, visible_only=args.visible_only[0] == "on",
+                dwconv_backend=args.dwconv_backend[0], compile=args.compile[0] == "on",
                 batch_dtype=str(cached.dtype).replace("torch.", ""),
                 batch_mib=cached.nbytes / 2**20, loader_clips_per_s=rate["loader"], model_clips_per_s=rate["model"],
                 both_clips_per_s=rate["both"], loader_keeps_up=rate["both"] >= 0.95 * rate["model"],
@@ -275,7 +275,7 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-TRAIN_COLUMNS = ("model", "task", "batch", "input", "precision", "sparse", "kernel", "compile",
+TRAIN_COLUMNS = ("model", "task", "batch", "input", "precision", "visible_only", "dwconv_backend", "compile",
                  "ms_per_step", "clips_per_s", "peak_mem_mib")
 LOADER_COLUMNS = ("model", "batch", "num_sample", "workers", "input", "precision", "batch_dtype", "batch_mib",
                   "loader_clips_per_s", "model_clips_per_s", "both_clips_per_s", "loader_keeps_up", "peak_mem_mib")
@@ -299,17 +299,18 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     model.add_argument("--frames", type=int, help="num_frames override (video presets)")
     model.add_argument("--img-size", type=int, help="img_size override")
     model.add_argument("--mask-ratio", type=float, help="pretraining mask ratio override")
-    model.add_argument("--sparse", nargs="+", choices=("on", "off"), default=["on"],
-                       help="visible-only conv stages (pretraining); several values give several rows")
-    model.add_argument("--kernel", nargs="+", choices=dwconv.BACKENDS, default=["auto"],
-                       help="depthwise-conv backend (auto defers to $VIDEO_MCMAE_DWCONV when set)")
+    model.add_argument("--visible-only", nargs="+", choices=("on", "off"), default=["on"],
+                       help="model.visible_only: the conv stages at the visible positions only (pretraining); "
+                            "several values give several rows")
+    model.add_argument("--dwconv-backend", nargs="+", choices=dwconv.BACKENDS, default=["auto"],
+                       help="model.dwconv_backend (auto defers to $VIDEO_MCMAE_DWCONV when set)")
     model.add_argument("--compile", nargs="+", choices=("off", "on"), default=["off"], help="torch.compile")
 
     train = sub.add_parser("train", parents=[common, model], help="full training step of a preset")
     train.add_argument("--num-classes", type=int, help="classifier classes override")
 
     loader = sub.add_parser("loader", parents=[common, model],
-                            help="pretraining loader alone, step alone, both (the first --sparse/--kernel/--compile)")
+                            help="pretraining loader alone, step alone, both (the first --visible-only/--dwconv-backend/--compile)")
     loader.add_argument("--list", required=True, help="training list (tools/make_synthetic_dataset.py writes one)")
     loader.add_argument("--data-root", default="")
     loader.add_argument("--dataset", choices=("k400", "ssv2"), default="k400")
@@ -332,7 +333,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     args = parse_args(argv)
     device = torch.device(args.device)
     if args.bench == "train":
-        combos = itertools.product(args.sparse, args.kernel, args.compile)
+        combos = itertools.product(args.visible_only, args.dwconv_backend, args.compile)
         results = [bench_train(args, s == "on", k, c == "on", device) for s, k, c in combos]
         columns = TRAIN_COLUMNS
     elif args.bench == "loader":

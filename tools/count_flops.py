@@ -2,7 +2,7 @@
 
 Pretraining presets are counted in their pretraining forward (encoder + decoder + loss, with a mask
 of the preset's ratio, 0.9 for video) twice: the dense masked path (conv stages on every position)
-and the visible-only ("sparse") path. Classifiers are counted in their finetuning forward.
+and the visible-only path (`visible_only`). Classifiers are counted in their finetuning forward.
 
     python tools/count_flops.py --presets videoconvmae_base_patch16 videoconvvit_base_patch16 \
         --frames 16 --img-size 224
@@ -33,19 +33,19 @@ def sdpa_flop_handle(inputs, outputs) -> int:
     return heads * n * m * (d + dv)
 
 
-def count(name: str, frames: int, img_size: int, mask_ratio: float = None, sparse: bool = False) -> dict:
-    """Params (M) and GFLOPs of one preset at batch size 1 (`sparse` picks a pretraining path)."""
+def count(name: str, frames: int, img_size: int, mask_ratio: float = None, visible_only: bool = False) -> dict:
+    """Params (M) and GFLOPs of one preset at batch size 1 (`visible_only` picks a pretraining path)."""
     overrides = dict(img_size=img_size)
     if name.startswith("video"):
         overrides["num_frames"] = frames
     if is_pretraining(name):
-        overrides["sparse"] = sparse
+        overrides["visible_only"] = visible_only
         if mask_ratio is not None:
             overrides["mask_ratio"] = mask_ratio
     model = timm.create_model(name, **overrides).eval()
     x = torch.randn(1, model.in_chans, *model.input_size)
     pretrain = is_pretraining(model)
-    mode = f"pretrain@{model.mask_ratio:g} {'sparse' if sparse else 'dense'}" if pretrain else "finetune"
+    mode = f"pretrain@{model.mask_ratio:g} {'visible-only' if visible_only else 'dense'}" if pretrain else "finetune"
     inputs = (x, model.draw_mask(x, torch.Generator().manual_seed(0))) if pretrain else (x,)
     flops = FlopCountAnalysis(model, inputs)
     flops.set_op_handle("aten::scaled_dot_product_attention", sdpa_flop_handle)
@@ -56,9 +56,9 @@ def count(name: str, frames: int, img_size: int, mask_ratio: float = None, spars
 
 
 def format_table(rows: list) -> str:
-    header = f"{'preset':<42} {'mode':<20} {'input':<12} {'params (M)':>10} {'GFLOPs':>9}"
+    header = f"{'preset':<42} {'mode':<26} {'input':<12} {'params (M)':>10} {'GFLOPs':>9}"
     lines = [header, "-" * len(header)]
-    lines += [f"{r['preset']:<42} {r['mode']:<20} {r['input']:<12} {r['params']:>10.2f} {r['gflops']:>9.3f}"
+    lines += [f"{r['preset']:<42} {r['mode']:<26} {r['input']:<12} {r['params']:>10.2f} {r['gflops']:>9.3f}"
               for r in rows]
     return "\n".join(lines)
 
@@ -76,8 +76,8 @@ def main(argv=None) -> list:
         parser.error(f"unknown preset(s) {', '.join(unknown)}; choose from {', '.join(PRESETS)}")
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # fvcore's jit tracing is deprecated upstream
-        rows = [count(name, args.frames, args.img_size, args.mask_ratio, sparse)
-                for name in args.presets for sparse in ((False, True) if is_pretraining(name) else (False,))]
+        rows = [count(name, args.frames, args.img_size, args.mask_ratio, visible_only)
+                for name in args.presets for visible_only in ((False, True) if is_pretraining(name) else (False,))]
     print(format_table(rows))
     return rows
 

@@ -39,6 +39,7 @@ try:
     from video_mcmae.config import load_config
     from video_mcmae.data.lists import read_list
     from video_mcmae.engine.distributed import free_port
+    from video_mcmae.models.baselines import BASELINES, log_key
 except ModuleNotFoundError as err:
     sys.exit(f"demo: {err.name} cannot be imported by {sys.executable}; run `make demo` (it builds .venv with "
              "this package installed) or `pip install -e .` into this Python")
@@ -55,8 +56,6 @@ FULL = dict(train=60, test=12, pretrain_epochs=None, finetune_epochs=None, recon
 QUICK = dict(train=60, test=6, pretrain_epochs=2, finetune_epochs=30, reconstructions=1)
 # Written into the output folder when the demo takes it; only a folder holding it is ever emptied.
 MARKER = ".video_mcmae_demo"
-# The summary's names of the trivial baselines the pretraining logs (models/baselines.py).
-BASELINE_NAMES = {"zero": "zero", "best constant": "mean", "copy nearest visible": "nearest"}
 
 
 class StepFailed(RuntimeError):
@@ -211,13 +210,13 @@ class Demo:
         num_classes = DATA["num_classes"]
         last = epochs[-1]
         # the last epoch's averages over its steps, on the same masked cubes as its loss
-        baselines = {name: last[f"baseline_{key}"] for name, key in BASELINE_NAMES.items()}
+        baselines = {name: last[log_key(name)] for name in BASELINES}
         result = {
             "quick": self.quick,
             "num_classes": num_classes,
             "chance_top1": 100.0 / num_classes,
             "pretrain_target": ("per-cube normalised pixels" if load_config(os.path.join(pre, "config.yaml"))
-                                .model.kwargs.get("norm_pix_loss", True) else "pixels in [0, 1]"),
+                                .model.norm_pix_loss else "pixels in [0, 1]"),
             "pretrain_loss_first_epoch": epochs[0]["loss"],
             "pretrain_loss_last_epoch": last["loss"],
             "pretrain_baselines_last_epoch": baselines,

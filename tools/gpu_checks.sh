@@ -54,8 +54,8 @@ loader_check() {  # 64 procedural videos at 320x426 (short side 320), 16 workers
     $PY -c "import decord" 2>/dev/null && reader=decord
     [ -f "$data/k400/train.csv" ] || step loader_data $PY tools/make_synthetic_dataset.py "$data" \
         --layouts k400 --num-classes 8 --train 8 --val 1 --test 1 --frames 96 --height 320 --width 426 --workers 16
-    step loader $BENCH loader --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 --sparse on \
-        --kernel triton --list "$data/k400/train.csv" --data-root "$data/k400" --reader $reader --workers 16 \
+    step loader $BENCH loader --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 --visible-only on \
+        --dwconv-backend triton --list "$data/k400/train.csv" --data-root "$data/k400" --reader $reader --workers 16 \
         --num-sample 2 --steps 20 --warmup 3 --json "$OUT/loader.json"
 }
 if [ "${1:-}" = loader ]; then
@@ -80,14 +80,14 @@ step dwconv_2d_bf16 $BENCH dwconv --shape 64 256 56 56 --kernel-size 5 5 --preci
 [ "${1:-}" = quick ] && exit $status
 
 step pretrain $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
-    --sparse on --kernel triton --json "$OUT/pretrain.json"
+    --visible-only on --dwconv-backend triton --json "$OUT/pretrain.json"
 step pretrain_ablation $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 --steps 5 \
-    --sparse on off --kernel triton torch --json "$OUT/pretrain_ablation.json"
+    --visible-only on off --dwconv-backend triton torch --json "$OUT/pretrain_ablation.json"
 step pretrain_compile $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
-    --sparse on --kernel triton --compile on --json "$OUT/pretrain_compile.json"
-step finetune $BENCH train --model videoconvvit_base_patch16 $CLIP --kernel triton torch \
+    --visible-only on --dwconv-backend triton --compile on --json "$OUT/pretrain_compile.json"
+step finetune $BENCH train --model videoconvvit_base_patch16 $CLIP --dwconv-backend triton torch \
     --json "$OUT/finetune.json"
-step finetune_compile $BENCH train --model videoconvvit_base_patch16 $CLIP --kernel triton --compile on \
+step finetune_compile $BENCH train --model videoconvvit_base_patch16 $CLIP --dwconv-backend triton --compile on \
     --json "$OUT/finetune_compile.json"
 loader_check
 exit $status

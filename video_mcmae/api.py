@@ -26,7 +26,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from video_mcmae.config import DataConfig, ModelConfig
+from video_mcmae.config import DataConfig, ModelConfig, recorded_model_config
 from video_mcmae.data.device import to_model_input
 from video_mcmae.data.lists import read_class_names
 from video_mcmae.data.readers import open_video
@@ -211,7 +211,7 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
     if "num_classes" not in model_kwargs and not config and "head.weight" in state:
         fields["num_classes"] = state["head.weight"].shape[0]  # a bare state dict: its head says it
     fields.update(drop_path_rate=0.0, drop_rate=0.0)  # inference only
-    model_cfg = ModelConfig(**fields)
+    model_cfg = recorded_model_config(fields)
     settings = _data_config(config.get("data") or {}, model_cfg.img_size,
                             dict(dataset=dataset, sampling_rate=sampling_rate, short_side_size=short_side_size,
                                  reader=reader))

@@ -5,11 +5,17 @@ list of them) is merged underneath it, recursively. `--opt a.b=value` overrides 
 value is parsed as YAML (`--opt optim.betas=[0.9,0.95]`). The result is checked against the
 dataclasses below: unknown keys, wrong types and impossible values are rejected with one message
 naming the key, before any work starts.
+
+Renamed keys (`RENAMED`) keep working under their old names, with one deprecation line per name
+and process. A config recorded by an earlier run (in a checkpoint or an export) is read with
+`recorded_config` / `recorded_model_config`, which also move what it set through `model.kwargs`
+into the fields of the same name (older runs did; `build_model` now refuses it).
 """
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import os
 import typing
@@ -22,7 +28,13 @@ from video_mcmae.data.readers import DEFAULT_BACKEND
 from video_mcmae.errors import ConfigError
 from video_mcmae.presets import is_pretraining_preset
 
+logger = logging.getLogger(__name__)
+
 BASE_KEY = "_base_"
+# section -> {old key: new key}. One idea, one name: `visible_only` is the visible-only forward of
+# models/visible.py, `dwconv_backend` the models' argument of the same name.
+RENAMED = {"model": {"sparse": "visible_only", "use_kernel": "dwconv_backend"}}
+_deprecations_logged: set = set()
 IMAGENET_MEAN = [0.485, 0.456, 0.406]
 IMAGENET_STD = [0.229, 0.224, 0.225]
 
@@ -39,8 +51,8 @@ class ModelConfig:
     norm_pix_loss: bool = True  # per-cube, per-channel normalised targets
     drop_path_rate: float = 0.0
     drop_rate: float = 0.0  # dropout before the classifier head
-    sparse: bool = True  # visible-only execution of the conv stages when a mask is given
-    use_kernel: Literal["auto", "triton", "torch"] = "auto"  # depthwise-conv backend
+    visible_only: bool = True  # pretraining: the conv stages run at the visible positions only (models/visible.py)
+    dwconv_backend: Literal["auto", "triton", "torch"] = "auto"  # depthwise-conv backend (models/dwconv.py)
     compile: bool = False  # wrap the model in torch.compile
     grad_checkpointing: bool = False  # activation checkpointing of transformer blocks
     kwargs: Dict[str, Any] = field(default_factory=dict)  # extra keyword args for the preset
@@ -194,7 +206,7 @@ def load_yaml_with_bases(path: str, _seen: Optional[List[str]] = None) -> Dict[s
     if path in seen:
         chain = " -> ".join(seen + [path])
         raise ConfigError(f"config `_base_` chain loops: {chain}")
-    data = _read_yaml(path)
+    data = rename_deprecated(_read_yaml(path), path)
     bases = data.pop(BASE_KEY, [])
     if isinstance(bases, str):
         bases = [bases]
@@ -205,6 +217,30 @@ def load_yaml_with_bases(path: str, _seen: Optional[List[str]] = None) -> Dict[s
         bpath = b if os.path.isabs(b) else os.path.join(os.path.dirname(path), b)
         merged = merge(merged, load_yaml_with_bases(bpath, seen + [path]))
     return merge(merged, data)
+
+
+def rename_deprecated(data: Dict[str, Any], source: str, log: bool = True) -> Dict[str, Any]:
+    """`data` (one file's or override's mapping of sections) with `RENAMED` keys under their new
+    names; the first use of each old name in the process is logged (unless `log` is off)."""
+    out = dict(data)
+    for section, names in RENAMED.items():
+        values = out.get(section)
+        if not isinstance(values, dict) or not set(names) & set(values):
+            continue
+        values = dict(values)
+        for old, new in names.items():
+            if old not in values:
+                continue
+            if new in values:
+                raise ConfigError(f"{source}: {section}.{old} is the old name of {section}.{new}; give only "
+                                  f"{section}.{new}")
+            values[new] = values.pop(old)
+            if log and (section, old) not in _deprecations_logged:
+                _deprecations_logged.add((section, old))
+                logger.warning("config key %s.%s (%s) is deprecated: it is now %s.%s", section, old, source,
+                               section, new)
+        out[section] = values
+    return out
 
 
 def parse_override(opt: str) -> Dict[str, Any]:
@@ -447,6 +483,27 @@ def _validate_across_sections(cfg: Config) -> None:
         raise ConfigError("aug.mixup/cutmix need an even batch: make optim.batch_size x data.num_sample even")
 
 
+def recorded_config(data: Dict[str, Any]) -> Dict[str, Any]:
+    """A config mapping as an earlier run recorded it (`Config.to_dict()` in a checkpoint, an
+    export's sections) in today's names: renamed keys under their new names (not logged: nobody
+    wrote them now), and `model.kwargs` entries that name a `ModelConfig` field moved into that
+    field (the run's kwargs won over the field; `build_model` now refuses such kwargs)."""
+    out = rename_deprecated(data, "a recorded config", log=False)
+    model = out.get("model")
+    if isinstance(model, dict) and isinstance(model.get("kwargs"), dict):
+        fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"kwargs"}
+        kwargs = dict(model["kwargs"])
+        moved = {k: kwargs.pop(k) for k in list(kwargs) if k in fields}
+        if moved:
+            out["model"] = {**model, **moved, "kwargs": kwargs}
+    return out
+
+
+def recorded_model_config(model: Dict[str, Any]) -> ModelConfig:
+    """The `ModelConfig` of a model section an earlier run recorded (see `recorded_config`)."""
+    return _build(ModelConfig, recorded_config({"model": model})["model"], "model.")
+
+
 def from_dict(data: Dict[str, Any]) -> Config:
     return validate(_build(Config, data, ""))
 
@@ -455,7 +512,7 @@ def load_config(path: Optional[str] = None, opts: Optional[List[str]] = None) ->
     """Load `path` (with its `_base_` chain), apply `opts` overrides, validate."""
     data = load_yaml_with_bases(path) if path else {}
     for opt in opts or []:
-        data = merge(data, parse_override(opt))
+        data = merge(data, rename_deprecated(parse_override(opt), f"--opt {opt}"))
     return from_dict(data)
 
 

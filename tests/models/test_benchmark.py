@@ -17,9 +17,9 @@ def test_training_steps(benchmark, tmp_path, capsys):
     before = os.environ.get(dwconv.BACKEND_ENV)
     rows = benchmark.main(["train", "--model", "videoconvmae_tiny_msd_patch16", "--frames", "4", "--img-size", "32",
                            "--batch", "2", "--steps", "1", "--warmup", "0", "--precision", "fp32",
-                           "--sparse", "on", "off", "--kernel", "torch", "--device", "cpu", "--json", str(out)])
+                           "--visible-only", "on", "off", "--dwconv-backend", "torch", "--device", "cpu", "--json", str(out)])
     assert os.environ.get(dwconv.BACKEND_ENV) == before, "the benchmark must restore the backend choice"
-    assert [r["sparse"] for r in rows] == [True, False]
+    assert [r["visible_only"] for r in rows] == [True, False]
     saved = json.loads(out.read_text())
     assert saved["results"] == rows
     for row in rows:
@@ -30,7 +30,7 @@ def test_training_steps(benchmark, tmp_path, capsys):
     (row,) = benchmark.main(["train", "--model", "videoconvvit_tiny_patch16", "--frames", "4", "--img-size", "32",
                              "--batch", "2", "--steps", "1", "--warmup", "0", "--precision", "bf16",
                              "--num-classes", "5", "--device", "cpu"])
-    assert row["task"] == "finetune" and row["sparse"] is None and row["ms_per_step"] > 0
+    assert row["task"] == "finetune" and row["visible_only"] is None and row["ms_per_step"] > 0
 
 
 def test_dwconv_micro_benchmark(benchmark, tmp_path):

@@ -13,10 +13,10 @@ def tool(load_tool):
 def test_count_flops_on_tiny_presets(tool, capsys):
     rows = tool.main(["--presets", "videoconvmae_tiny_patch16", "videoconvvit_tiny_patch16",
                       "--frames", "4", "--img-size", "32"])
-    dense, sparse, finetune = rows
-    assert [r["mode"] for r in rows] == ["pretrain@0.9 dense", "pretrain@0.9 sparse", "finetune"]
+    dense, visible_only, finetune = rows
+    assert [r["mode"] for r in rows] == ["pretrain@0.9 dense", "pretrain@0.9 visible-only", "finetune"]
     assert dense["input"] == finetune["input"] == "4x32x32"
-    assert 0 < sparse["gflops"] < dense["gflops"] and 0 < finetune["gflops"]
+    assert 0 < visible_only["gflops"] < dense["gflops"] and 0 < finetune["gflops"]
     assert 0.1 < finetune["params"] < 1
     out = capsys.readouterr().out
     assert "videoconvvit_tiny_patch16" in out and "GFLOPs" in out

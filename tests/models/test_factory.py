@@ -27,7 +27,7 @@ def test_is_pretraining_sees_through_torch_compile_and_refuses_unknown_names():
 
 def test_build_model_passes_the_kernel_choice_without_touching_the_environment(monkeypatch):
     monkeypatch.delenv(dwconv.BACKEND_ENV, raising=False)
-    model = build_model(ModelConfig(name="videoconvmae_tiny_patch16", num_frames=2, img_size=32, use_kernel="torch"))
+    model = build_model(ModelConfig(name="videoconvmae_tiny_patch16", num_frames=2, img_size=32, dwconv_backend="torch"))
     assert {blk.attn.backend for blk in (*model.blocks1, *model.blocks2)} == {"torch"}
     assert dwconv.BACKEND_ENV not in os.environ
 
@@ -41,5 +41,12 @@ def test_build_model_geometry_head_and_errors():
         build_model(ModelConfig(name="vit_base"))
     with pytest.raises(ConfigError, match="model.kwargs: videoconvvit_tiny_patch16 rejects"):
         build_model(ModelConfig(name="videoconvvit_tiny_patch16", kwargs={"no_such_argument": 1}))
+    with pytest.raises(ConfigError, match=r"model.kwargs: norm_pix_loss is set by the config key model.norm_pix_loss; "
+                                          r"set it there \(--opt model.norm_pix_loss=...\)"):
+        build_model(ModelConfig(name="videoconvmae_tiny_patch16", kwargs={"norm_pix_loss": False}))
+    with pytest.raises(ConfigError, match="head_drop_rate is set by the config key model.drop_rate"):
+        build_model(ModelConfig(name="videoconvvit_tiny_patch16", kwargs={"head_drop_rate": 0.5}))
+    with pytest.raises(ConfigError, match="grad_checkpointing is set by the config key model.grad_checkpointing"):
+        build_model(ModelConfig(name="videoconvvit_tiny_patch16", kwargs={"grad_checkpointing": True}))
     with pytest.raises(ConfigError, match="linear probe needs a classifier"):
         build_model(ModelConfig(name="videoconvmae_tiny_patch16", num_frames=2, img_size=32), linprobe=True)

@@ -38,11 +38,11 @@ def assert_no_leakage(model, seed=0):
     torch.testing.assert_close(pred_noisy, pred, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("sparse", [False, True], ids=["dense", "sparse"])
+@pytest.mark.parametrize("visible_only", [False, True], ids=["dense", "visible-only"])
 @pytest.mark.parametrize("name,kwargs", CASES)
-def test_masked_pixels_do_not_reach_visible_tokens(name, kwargs, sparse):
+def test_masked_pixels_do_not_reach_visible_tokens(name, kwargs, visible_only):
     torch.manual_seed(0)
-    model = timm.create_model(name, sparse=sparse, **kwargs).eval()
+    model = timm.create_model(name, visible_only=visible_only, **kwargs).eval()
     assert_no_leakage(model)
 
 
@@ -59,7 +59,7 @@ def _skip_mask(block):
 ])
 def test_leakage_check_fails_on_a_leaky_block(name, kwargs, stage, monkeypatch):
     torch.manual_seed(0)
-    model = timm.create_model(name, sparse=False, **kwargs).eval()  # the dense path runs block.forward
+    model = timm.create_model(name, visible_only=False, **kwargs).eval()  # the dense path runs block.forward
     block = getattr(model, stage)[0]
     monkeypatch.setattr(block, "forward", _skip_mask(block))
     with pytest.raises(AssertionError):

@@ -82,10 +82,10 @@ def test_video_shapes_for_several_clip_sizes(size):
 
 def test_overrides_reach_the_model():
     model = timm.create_model("videoconvmae_tiny_patch16", num_frames=4, img_size=32, conv_kernel_size=(1, 3, 3),
-                              mask_ratio=0.5, mask_type="random", norm_pix_loss=False, sparse=False)
+                              mask_ratio=0.5, mask_type="random", norm_pix_loss=False, visible_only=False)
     assert model.blocks1[0].attn.weight.shape == (32, 1, 1, 3, 3)
-    assert (model.mask_ratio, model.mask_type, model.norm_pix_loss, model.sparse) == (0.5, "random", False, False)
-    assert model.sparse is False and timm.create_model("videoconvmae_tiny_patch16").sparse is True
+    assert (model.mask_ratio, model.mask_type, model.norm_pix_loss, model.visible_only) == (0.5, "random", False, False)
+    assert model.visible_only is False and timm.create_model("videoconvmae_tiny_patch16").visible_only is True
     vit = timm.create_model("videoconvvit_tiny_patch16", drop_path_rate=0.2, num_classes=5)
     assert vit.blocks3[-1].drop_path.drop_prob == pytest.approx(0.2)
     assert vit.blocks1[0].drop_path.__class__.__name__ == "Identity"

@@ -145,10 +145,10 @@ def test_classifier_matches_the_official_forward(name, img_size):
     assert _rel(ours, reference) <= TOLERANCE
 
 
-@pytest.mark.parametrize("sparse", [True, False], ids=["visible-only", "dense"])
-def test_pretraining_matches_the_official_forward(sparse):
+@pytest.mark.parametrize("visible_only", [True, False], ids=["visible-only", "dense"])
+def test_pretraining_matches_the_official_forward(visible_only):
     torch.manual_seed(0)
-    model = _perturbed(timm.create_model("convmae_convvit_tiny_patch16", img_size=64, sparse=sparse))
+    model = _perturbed(timm.create_model("convmae_convvit_tiny_patch16", img_size=64, visible_only=visible_only))
     x = torch.randn(2, 3, 64, 64)
     mask = model.draw_mask(x, torch.Generator().manual_seed(1))
     with torch.no_grad():

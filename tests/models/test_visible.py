@@ -16,7 +16,7 @@ CASES = {  # id: (preset, overrides, mask_type, mask_ratio)
 
 
 def _loss_and_grads(model, x, mask, visible_only):
-    model.sparse = visible_only
+    model.visible_only = visible_only
     model.zero_grad(set_to_none=True)
     loss, pred, _ = model(x, mask)
     loss.backward()

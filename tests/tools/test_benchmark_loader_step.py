@@ -18,7 +18,7 @@ def test_loader_feeding_the_pretraining_step(benchmark, synthetic_root, tmp_path
         "loader", "--model", "videoconvmae_tiny_patch16", "--frames", "4", "--img-size", "32", "--batch", "4",
         "--num-sample", "2", "--list", str(synthetic_root / "k400" / "train.csv"),
         "--data-root", str(synthetic_root / "k400"), "--reader", "pyav", "--workers", str(workers), "--rate", "2",
-        "--steps", "2", "--warmup", "1", "--precision", "fp32", "--kernel", "torch", "--device", "cpu",
+        "--steps", "2", "--warmup", "1", "--precision", "fp32", "--dwconv-backend", "torch", "--device", "cpu",
         "--json", str(out)])
     assert row["batch_dtype"] == "uint8" and row["batch_mib"] == pytest.approx(4 * 3 * 4 * 32 * 32 / 2**20)
     assert row["input"] == [4, 32, 32] and row["workers"] == workers and row["num_sample"] == 2

@@ -19,7 +19,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from video_mcmae import run_folder
-from video_mcmae.config import DataConfig, ModelConfig
+from video_mcmae.config import DataConfig, recorded_config, recorded_model_config
 from video_mcmae.engine import distributed as dist_utils
 from video_mcmae.errors import CheckpointError
 from video_mcmae.models import build_model
@@ -158,7 +158,7 @@ def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[s
         if os.path.exists(p) and not overwrite:
             raise CheckpointError(f"{p!r} exists; choose another output name or pass --overwrite")
     weights = read_weights(path, accept=("checkpoint",))
-    config = weights.config
+    config = recorded_config(weights.config)
     if "model" not in config:
         raise CheckpointError(f"{path!r} has no run config in its client state; it was not written by video_mcmae")
     info = {
@@ -183,7 +183,7 @@ def load_exported(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
     DeepSpeed needed."""
     weights = read_weights(path, accept=("export",))
     data = weights.config.get("data")
-    model = build_model(ModelConfig(**weights.config["model"]), linprobe=weights.linprobe,
+    model = build_model(recorded_model_config(weights.config["model"]), linprobe=weights.linprobe,
                         data=DataConfig(**data) if data else None)
     model.load_state_dict(weights.state_dict, strict=True)
     return model, weights.meta

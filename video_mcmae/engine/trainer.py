@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from video_mcmae import run_folder
-from video_mcmae.config import Config, config_diff, save_config
+from video_mcmae.config import Config, config_diff, recorded_config, save_config
 from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
@@ -90,7 +90,7 @@ def check_resume(path: str, cfg: Config, world_size: int, linprobe: bool = False
     changes (lr, epochs, warmup, weight decay, ...) as key -> (checkpoint's, this run's)."""
     load_dir, tag = run_folder.resolve_checkpoint(path)
     states = read_model_states(os.path.join(load_dir, tag), mmap=True)
-    changed = config_diff(states.get("config") or {}, cfg.to_dict())
+    changed = config_diff(recorded_config(states.get("config") or {}), cfg.to_dict())
     ranks = (states.get("sampler") or {}).get("world_size", states.get("dp_world_size"))
     if ranks is not None and ranks != world_size:
         changed["ranks"] = (ranks, world_size)

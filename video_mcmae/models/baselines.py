@@ -15,7 +15,13 @@ from typing import Dict
 
 import torch
 
-BASELINES = ("baseline_zero", "baseline_mean", "baseline_nearest")
+# The baselines' names everywhere (the demo, tools/eval_ssl.py, the docs); logged and returned as
+# `log_key(name)`, i.e. baseline_zero, baseline_mean, baseline_nearest.
+BASELINES = ("zero", "mean", "nearest")
+
+
+def log_key(name: str) -> str:
+    return f"baseline_{name}"
 
 
 def _masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> float:
@@ -46,7 +52,7 @@ def nearest_visible(mask: torch.Tensor, grid: tuple) -> torch.Tensor:
 
 @torch.no_grad()
 def trivial_baselines(target: torch.Tensor, mask: torch.Tensor, grid: tuple) -> Dict[str, float]:
-    """Target `(B, L, D)` and mask `(B, L)` on the token grid `grid` -> {name: masked MSE} (`BASELINES`)."""
+    """Target `(B, L, D)` and mask `(B, L)` on the token grid `grid` -> {`log_key(name)`: masked MSE}."""
     target, mask = target.float(), mask.to(target.device)
     weights = mask.to(target.dtype)
     mean = (target * weights[..., None]).sum(dim=(0, 1)) / weights.sum().clamp(min=1)

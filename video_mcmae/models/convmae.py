@@ -171,8 +171,8 @@ class ConvViTEncoder(nn.Module):
 class ConvMAEBase(ConvViTEncoder):
     """Masked-autoencoder pretraining (2D or 3D): `forward(x, mask=None, generator=None) -> (loss, pred, mask)`.
 
-    The conv stages run at visible positions only (`sparse=True`, `models.visible`) or densely with
-    masked depthwise convs (`sparse=False`, the reference); the transformer then sees the visible
+    The conv stages run at visible positions only (`visible_only=True`, `models.visible`) or densely with
+    masked depthwise convs (`visible_only=False`, the reference); the transformer then sees the visible
     tokens only, and the decoder sees them plus mask tokens and predicts every token's patch.
     """
 
@@ -181,7 +181,7 @@ class ConvMAEBase(ConvViTEncoder):
                  conv_kernel_size: tuple = (5, 5), decoder_embed_dim: int = 512, decoder_depth: int = 8,
                  decoder_num_heads: int = 16, mask_ratio: float = 0.75, mask_type: str = "random",
                  norm_pix_loss: bool = True, norm_pix_std_floor: float = 0.0, msd: bool = True,
-                 learnable_pos: bool = False, sparse: bool = True, dwconv_backend: str = "auto"):
+                 learnable_pos: bool = False, visible_only: bool = True, dwconv_backend: str = "auto"):
         super().__init__(input_size, strides, in_chans, embed_dims, depths, num_heads, mlp_ratio,
                          conv_kernel_size, learnable_pos, msd=msd, dwconv_backend=dwconv_backend)
         check_mask_settings(mask_type, mask_ratio, self.grid_size)
@@ -191,7 +191,7 @@ class ConvMAEBase(ConvViTEncoder):
         if not norm_pix_std_floor >= 0:
             raise ValueError(f"norm_pix_std_floor must be >= 0 (0 = the official per-patch std), got {norm_pix_std_floor}")
         self.norm_pix_std_floor = float(norm_pix_std_floor)
-        self.sparse = sparse
+        self.visible_only = visible_only
         self.patch_dim = math.prod(self.patch_size_nd) * in_chans
 
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_embed_dim))
@@ -271,7 +271,7 @@ class ConvMAEBase(ConvViTEncoder):
     # -- encoder ---------------------------------------------------------------------------------
     def forward_encoder(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) + mask -> normalised visible tokens `(B, N_vis, C3)`."""
-        layout = self.layout(mask, visible=self.sparse)
+        layout = self.layout(mask, visible=self.visible_only)
         stage1, stage2, x = self.forward_stages(x, layout)
         x = self.forward_blocks3(x)
         if self.msd:

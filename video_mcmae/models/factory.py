@@ -1,5 +1,6 @@
 """Models from configs: `build_model`, `is_pretraining` (preset names or models) and the linear-probe head.
 The preset names live in `video_mcmae.presets`."""
+import dataclasses
 from typing import Any, Dict, Optional, Union
 
 import timm
@@ -19,17 +20,39 @@ def is_pretraining(name_or_model: Union[str, nn.Module]) -> bool:
     return is_pretraining_preset(name_or_model)
 
 
+# The preset arguments `build_model` takes from the config, and the config key of each.
+PRESET_ARGS = {"img_size": "model.img_size", "dwconv_backend": "model.dwconv_backend",
+               "num_frames": "model.num_frames", "tubelet_size": "model.tubelet_size",
+               "mask_ratio": "model.mask_ratio", "mask_type": "model.mask_type",
+               "norm_pix_loss": "model.norm_pix_loss", "visible_only": "model.visible_only",
+               "data_mean": "data.mean", "data_std": "data.std", "num_classes": "model.num_classes",
+               "drop_path_rate": "model.drop_path_rate", "head_drop_rate": "model.drop_rate"}
+
+
+def _refuse_shadowing_kwargs(m: ModelConfig) -> None:
+    """One setting, one route: `model.kwargs` may not set what a config key sets."""
+    fields = {f.name for f in dataclasses.fields(ModelConfig)} - {"kwargs"}
+    for name in m.kwargs:
+        key = PRESET_ARGS.get(name) or (f"model.{name}" if name in fields else None)
+        if key is not None:
+            raise ConfigError(f"model.kwargs: {name} is set by the config key {key}; set it there "
+                              f"(--opt {key}=...) and remove it from model.kwargs")
+
+
 def build_model(m: ModelConfig, linprobe: bool = False, data: Optional[DataConfig] = None) -> nn.Module:
     """The preset `m.name` with the config's geometry, regularisation and depthwise-conv backend;
     `linprobe` puts a `LinearProbeHead` on a classifier. `data`: the run's data section, whose
-    `mean`/`std` a video pretraining model undoes to build its targets (default: ImageNet's)."""
+    `mean`/`std` a video pretraining model undoes to build its targets (default: ImageNet's).
+    `m.kwargs` passes other preset arguments; it may not set what a config key sets."""
     if m.name not in PRESETS:
         raise ConfigError(f"model.name: unknown preset {m.name!r}; choose one of {', '.join(PRESETS)}")
-    kwargs: Dict[str, Any] = {"img_size": m.img_size, "dwconv_backend": m.use_kernel}
+    _refuse_shadowing_kwargs(m)
+    kwargs: Dict[str, Any] = {"img_size": m.img_size, "dwconv_backend": m.dwconv_backend}
     if m.name.startswith("video"):
         kwargs.update(num_frames=m.num_frames, tubelet_size=m.tubelet_size)
     if is_pretraining(m.name):  # config.validate has refused drop path / dropout for these
-        kwargs.update(mask_ratio=m.mask_ratio, mask_type=m.mask_type, norm_pix_loss=m.norm_pix_loss, sparse=m.sparse)
+        kwargs.update(mask_ratio=m.mask_ratio, mask_type=m.mask_type, norm_pix_loss=m.norm_pix_loss,
+                      visible_only=m.visible_only)
         if data is not None and m.name.startswith("video"):
             kwargs.update(data_mean=tuple(data.mean), data_std=tuple(data.std))
     else:

@@ -7,7 +7,7 @@ steps acts on the values it carries:
 - `DenseLayout`: channels-last grids `(B, *S, C)`. Classifiers run it without a mask. With a mask it
   is the dense reference of pretraining: each conv block zeroes the masked positions right before
   its depthwise conv, and only the visible stage-3 tokens come out.
-- `VisibleLayout` (pretraining's default, `sparse=True`): rows `(N, C)` at the visible positions
+- `VisibleLayout` (pretraining's default, `visible_only=True`): rows `(N, C)` at the visible positions
   only, with the same values as the dense reference. Rows are ordered hierarchically: the visible
   stage-3 tokens in (sample, token) order (the order of `tokens[~mask]`), then each token's stage-2
   children, then each of those's stage-1 children, each child set in row-major order of its stride

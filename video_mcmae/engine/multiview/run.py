@@ -12,7 +12,7 @@ import torch
 from tqdm import tqdm
 
 from video_mcmae import run_folder
-from video_mcmae.config import ModelConfig
+from video_mcmae.config import recorded_model_config
 from video_mcmae.data.datasets import Loader, PartialBatch, build_dataset, build_loader
 from video_mcmae.data.device import to_model_input
 from video_mcmae.engine import distributed
@@ -61,7 +61,7 @@ def load_test_model(cfg, path: str) -> torch.nn.Module:
     weights = read_weights(path, accept=("export", "checkpoint"))
     _check_model_config(weights.config.get("model", {}), cfg.model, path)
     # An export is built as it was exported (its own model config: pooling, head options).
-    model_cfg = ModelConfig(**weights.config["model"]) if weights.form == "export" else cfg.model
+    model_cfg = recorded_model_config(weights.config["model"]) if weights.form == "export" else cfg.model
     model = build_model(model_cfg, linprobe=weights.linprobe)
     missing, unexpected = model.load_state_dict(weights.state_dict, strict=False)
     if missing or unexpected:
