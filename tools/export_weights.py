@@ -4,8 +4,8 @@
     -> weights/videoconvmae_b_k400.safetensors  (fp32 tensors)
        weights/videoconvmae_b_k400.json         (preset name, model config, epoch, source)
 
-Load them without DeepSpeed: `video_mcmae.engine.checkpoint.load_exported(path) -> (model, meta)`,
-or pass the .safetensors to `tools/run_finetune.py --finetune`.
+Load them without DeepSpeed: `video_mcmae.models.from_weights(path) -> (model, report)` or
+`video_mcmae.api.load(path)`, or pass the .safetensors to `tools/run_finetune.py --finetune`.
 """
 import argparse
 import sys

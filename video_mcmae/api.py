@@ -26,14 +26,14 @@ import torch
 from PIL import Image
 from torch import nn
 
-from video_mcmae.config import DataConfig, ModelConfig, recorded_model_config
+from video_mcmae.config import DataConfig, ModelConfig, recorded_config, recorded_model_config
 from video_mcmae.data.device import to_model_input
 from video_mcmae.data.lists import read_class_names
 from video_mcmae.data.readers import open_video
 from video_mcmae.data.sampling import DATASET_SAMPLING, sample_indices
 from video_mcmae.data.transforms import EvalTransform
-from video_mcmae.errors import ApiError
-from video_mcmae.models import PRESETS, build_model, is_pretraining, load_pretrained
+from video_mcmae.errors import ApiError, CheckpointError
+from video_mcmae.models import PRESETS, build_model, from_weights, is_pretraining
 from video_mcmae.weights import Weights, read_weights
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
@@ -166,20 +166,6 @@ def _meta(weights: Weights) -> Dict[str, Any]:
     return {"config": weights.config, **({"export": weights.meta} if weights.form == "export" else {})}
 
 
-def _load_exactly(model: nn.Module, state: Dict[str, torch.Tensor], weights: str, preset: str) -> None:
-    """All of the model's weights from `state` (fixed sin-cos tables are the model's own)."""
-    fixed = {k for k, p in model.named_parameters() if not p.requires_grad}
-    hint = "pass the preset and geometry (num_frames, img_size, num_classes) it was trained with"
-    try:
-        missing, unexpected = model.load_state_dict({k: v for k, v in state.items() if k not in fixed}, strict=False)
-    except RuntimeError as e:
-        shapes = "; ".join(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
-        raise ApiError(f"{weights!r} does not fit {preset}: {shapes or e}; {hint}") from None
-    missing = [k for k in missing if k not in fixed]
-    if missing or unexpected:
-        raise ApiError(f"{weights!r} does not fit {preset} (missing {missing[:4]}, unexpected {unexpected[:4]}); {hint}")
-
-
 def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_names: Union[str, Sequence[str], None] = None,
          dataset: Optional[str] = None, sampling_rate: Optional[int] = None, short_side_size: Optional[int] = None,
          device: str = "cpu", reader: str = "pyav", **model_kwargs) -> LoadedModel:
@@ -202,7 +188,7 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
                        "preset='videoconvvit_tiny_patch16', num_frames=..., img_size=..., num_classes=...")
     if preset not in PRESETS:
         raise ApiError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
-    fields = dict(config.get("model") or {})
+    fields = dict(recorded_config({"model": config.get("model") or {}})["model"])
     fields["name"] = preset
     model_fields = {f for f in ModelConfig.__dataclass_fields__}
     extra = {k: v for k, v in model_kwargs.items() if k not in model_fields}
@@ -215,14 +201,17 @@ def load(weights: Optional[str] = None, *, preset: Optional[str] = None, class_n
     settings = _data_config(config.get("data") or {}, model_cfg.img_size,
                             dict(dataset=dataset, sampling_rate=sampling_rate, short_side_size=short_side_size,
                                  reader=reader))
-    model = build_model(model_cfg, data=settings)  # a pretraining model's targets undo settings.mean/std
-    trained_head = True
-    if state:
-        if preset == saved_preset or saved_preset is None:
-            _load_exactly(model, state, weights, preset)
-        else:
-            report = load_pretrained(model, state)
-            trained_head = not any(k.startswith("head.") for k in report.missing_keys)
+    # a pretraining model's targets undo settings.mean/std
+    if not state:
+        model, trained_head = build_model(model_cfg, data=settings), True
+    else:
+        try:  # exactly the model they were trained as; pretraining weights into a classifier leave its head new
+            model, report = from_weights(read, model_cfg, strict=preset == saved_preset or saved_preset is None,
+                                         data=settings)
+        except CheckpointError as e:
+            raise ApiError(f"{e}; pass the preset and geometry (num_frames, img_size, num_classes) it was "
+                           "trained with") from None
+        trained_head = not any(k.startswith("head.") for k in report.missing_keys)
     model.to(_device(device)).eval()
     if isinstance(class_names, str):
         class_names = read_class_names(class_names, getattr(model, "num_classes", None))

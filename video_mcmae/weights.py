@@ -64,6 +64,7 @@ class Weights:
     config: Dict[str, Any] = field(default_factory=dict)
     # The rest of the record: the export's .json, or a checkpoint's epoch, global_step, linprobe.
     meta: Dict[str, Any] = field(default_factory=dict)
+    path: str = ""  # where they were read from
 
     @property
     def linprobe(self) -> bool:
@@ -92,7 +93,7 @@ def read_weights(path: str, accept: Sequence[str] = FORMS) -> Weights:
         raise FileNotFoundError(
             f"weights not found: {path!r}; give exported weights (.safetensors with its .json), a DeepSpeed "
             "checkpoint folder (or a run dir with 'latest'), or a state dict file (.pth, .pt, .safetensors)")
-    return Weights(read_state_dict_file(path), "state_dict")
+    return Weights(read_state_dict_file(path), "state_dict", path=path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -165,7 +166,7 @@ def _read_export(sf_path: str, json_path: str) -> Weights:
 
 def _export(sf_path: str, info: Dict[str, Any]) -> Weights:
     config = {"model": info["model"], **({"data": info["data"]} if info.get("data") else {})}
-    return Weights(read_state_dict_file(sf_path), "export", info["preset"], config, info)
+    return Weights(read_state_dict_file(sf_path), "export", info["preset"], config, info, sf_path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -287,4 +288,4 @@ def consolidated_state_dict(path: str) -> Tuple[Dict[str, torch.Tensor], Dict[st
 def _read_checkpoint(path: str) -> Weights:
     state, meta = consolidated_state_dict(path)
     config = meta.pop("config", None) or {}
-    return Weights(state, "checkpoint", (config.get("model") or {}).get("name"), config, meta)
+    return Weights(state, "checkpoint", (config.get("model") or {}).get("name"), config, meta, path)

@@ -16,7 +16,8 @@ from video_mcmae.engine.schedule import build_schedules, lr_plan
 from video_mcmae.engine.trainer import NonFiniteLossError, Run, client_state, make_engine, resume_engine, train_one_epoch
 from video_mcmae.models import build_model
 from video_mcmae.errors import CheckpointError
-from video_mcmae.weights import MODEL_STATES, load_checkpoint_file
+from video_mcmae.models import from_weights
+from video_mcmae.weights import MODEL_STATES, load_checkpoint_file, read_weights
 from tests.conftest import compute_conditions
 
 # ---------------------------------------------------------------------------------------------
@@ -35,7 +36,7 @@ def test_the_resumed_epoch_comes_from_the_tag_or_else_the_client_state(tmp_path)
     torch.save({"module": {}, "epoch": 4}, tmp_path / "best" / MODEL_STATES)
     assert ckpt.checkpoint_epoch(str(tmp_path / "best")) == 4
     with pytest.raises(CheckpointError, match="exported weights need"):
-        ckpt.load_exported(str(tmp_path / "missing.safetensors"))
+        read_weights(str(tmp_path / "missing.safetensors"), accept=("export",))
 
 
 class _FakeEngine:
@@ -145,7 +146,8 @@ def test_export_then_load_equals_engine_weights(tmp_path, dist_info, zero, preci
     assert run_folder.read_latest(run.out_dir) == "epoch-0001" and run_folder.partial_checkpoints(run.out_dir) == []
     ckpt.check_checkpoint(run.out_dir)  # what DeepSpeed wrote reads weights-only
     sf, meta_path = ckpt.export_weights(run.out_dir, str(tmp_path / "export" / "w"))
-    model, meta = ckpt.load_exported(sf)
+    exported = read_weights(sf, accept=("export",))
+    model, meta = from_weights(exported)[0], exported.meta
     assert meta["preset"] == "videoconvvit_tiny_patch16" and meta["epoch"] == 1 and meta["global_step"] == 3
     assert meta["data"]["dataset"] == run.cfg.data.dataset  # api.load picks the sampling from it
     want = _engine_fp32(engine, names)

@@ -9,6 +9,7 @@ from video_mcmae.config import ConfigError, load_config
 from video_mcmae.data.lists import DataListError
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine.finetune import run_finetune
+from video_mcmae.models import from_weights
 from video_mcmae.weights import consolidated_state_dict
 
 def _cfg(root, out, *opts):
@@ -40,7 +41,7 @@ def test_linear_probe_trains_only_the_head(tmp_path, synthetic_root, one_rank):
         torch.testing.assert_close(weights[k], v, rtol=0, atol=0, msg=k)  # frozen encoder
     assert weights["head.norm.running_var"].ne(1).any()  # BatchNorm statistics were updated
     assert "head.norm.weight" not in weights  # affine=False
-    model, _ = ckpt.load_exported(ckpt.export_weights(str(out), str(tmp_path / "probe_w"))[0])
+    model, _ = from_weights(ckpt.export_weights(str(out), str(tmp_path / "probe_w"))[0])
     assert isinstance(model.head, video_mcmae.models.LinearProbeHead)
 
 

@@ -12,6 +12,9 @@ import sys
 import pytest
 import torch
 
+from video_mcmae.models import from_weights
+from video_mcmae.weights import read_weights
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -45,12 +48,11 @@ def test_two_rank_zero2_pretraining(tmp_path, synthetic_root, child_env, free_po
     assert all(k in iters[-1] for k in ("loss", "lr", "wd", "grad_norm", "data_time", "iter_time"))
     assert [r["epoch"] for r in records if r["type"] == "epoch"] == [1, 2]
 
-    from video_mcmae.engine.checkpoint import load_exported
-
     export = subprocess.run([sys.executable, os.path.join(REPO, "tools", "export_weights.py"), str(out), str(tmp_path / "w")],
                             env=child_env, capture_output=True, text=True, timeout=120)
     assert export.returncode == 0, export.stderr[-2000:]
-    model, meta = load_exported(str(tmp_path / "w.safetensors"))
+    exported = read_weights(str(tmp_path / "w.safetensors"), accept=("export",))
+    model, meta = from_weights(exported)[0], exported.meta
     assert meta["preset"] == "videoconvmae_tiny_patch16" and meta["global_step"] == 4
     module = torch.load(out / "epoch-0002" / "mp_rank_00_model_states.pt", weights_only=True)["module"]
     for name, p in model.named_parameters():

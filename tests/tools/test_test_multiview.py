@@ -19,7 +19,7 @@ from video_mcmae.engine.distributed import free_port
 from video_mcmae.cli import multiview as multiview_cli
 from video_mcmae.engine.multiview import load_shards, load_test_model, merge_views
 from video_mcmae.errors import MultiViewError
-from video_mcmae.models import build_model
+from video_mcmae.models import build_model, from_weights
 from video_mcmae.weights import EXPORT_FORMAT, MODEL_STATES
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -102,11 +102,10 @@ def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, capsy
     merged = merge_views(shards)
     from video_mcmae.data.datasets import build_dataset
     from video_mcmae.data.device import normalize_batch
-    from video_mcmae.engine.checkpoint import load_exported
 
     cfg = load_config(str(tmp / "test.yaml"), VIEWS)
     ds = build_dataset(cfg, "test")
-    model, _ = load_exported(str(tmp / "tiny.safetensors"))
+    model, _ = from_weights(str(tmp / "tiny.safetensors"))
     with torch.no_grad():
         clips = normalize_batch(torch.stack([ds[i][0] for i in range(len(ds))]), cfg.data.mean, cfg.data.std)
         logits = model.eval()(clips)

@@ -16,13 +16,11 @@ from typing import Any, Dict, Tuple
 
 import torch
 from safetensors.torch import save_file
-from torch import nn
 
 from video_mcmae import run_folder
-from video_mcmae.config import DataConfig, recorded_config, recorded_model_config
+from video_mcmae.config import recorded_config
 from video_mcmae.engine import distributed as dist_utils
 from video_mcmae.errors import CheckpointError
-from video_mcmae.models import build_model
 from video_mcmae.weights import EXPORT_FORMAT, check_checkpoint_folder, export_paths, read_model_states, read_weights
 
 
@@ -165,7 +163,7 @@ def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[s
         "format": EXPORT_FORMAT,
         "preset": config["model"]["name"],
         "model": config["model"],
-        "data": config.get("data"),  # how inputs were sampled and normalised (api.load reads it)
+        "data": config.get("data"),  # how inputs were sampled and normalised (api.load, from_weights read it)
         "linprobe": weights.linprobe,
         "epoch": weights.meta.get("epoch"),
         "global_step": weights.meta.get("global_step"),
@@ -177,13 +175,3 @@ def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[s
         json.dump(info, f, indent=2)
     return sf_path, json_path
 
-
-def load_exported(path: str) -> Tuple[nn.Module, Dict[str, Any]]:
-    """(model, the export's .json) from an exported `.safetensors` (its `.json` beside it); no
-    DeepSpeed needed."""
-    weights = read_weights(path, accept=("export",))
-    data = weights.config.get("data")
-    model = build_model(recorded_model_config(weights.config["model"]), linprobe=weights.linprobe,
-                        data=DataConfig(**data) if data else None)
-    model.load_state_dict(weights.state_dict, strict=True)
-    return model, weights.meta

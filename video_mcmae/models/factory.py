@@ -1,16 +1,19 @@
-"""Models from configs: `build_model`, `is_pretraining` (preset names or models) and the linear-probe head.
-The preset names live in `video_mcmae.presets`."""
+"""Models from configs and from weights: `build_model`, `from_weights`, `is_pretraining` (preset names
+or models) and the linear-probe head. The preset names live in `video_mcmae.presets`."""
 import dataclasses
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Optional, Tuple, Union
 
 import timm
 import torch
 from torch import nn
 
-from video_mcmae.config import ConfigError, DataConfig, ModelConfig
+from video_mcmae.config import DataConfig, ModelConfig, recorded_model_config
+from video_mcmae.errors import CheckpointError, ConfigError
 from video_mcmae.presets import PRESETS, is_pretraining_preset
+from video_mcmae.weights import Weights, read_weights
 
 from .convmae import ConvMAEBase
+from .pretrained import LoadReport, load_pretrained
 
 
 def is_pretraining(name_or_model: Union[str, nn.Module]) -> bool:
@@ -68,6 +71,58 @@ def build_model(m: ModelConfig, linprobe: bool = False, data: Optional[DataConfi
             raise ConfigError(f"a linear probe needs a classifier; {m.name} is a pretraining preset")
         model.head = LinearProbeHead(model.head)
     return model
+
+
+def from_weights(weights: Union[str, Weights], model: Optional[ModelConfig] = None, *, strict: bool = True,
+                 data: Optional[DataConfig] = None) -> Tuple[nn.Module, LoadReport]:
+    """The one way to build a model from weights (`api.load`, the multi-view test, the tests).
+
+    weights: a path (anything `video_mcmae.weights.read_weights` reads) or what it returned.
+    model: the model to build; by default the one the weights record (an export or a checkpoint
+        records its run's model section; a bare state dict records none). The head is the
+        linear-probe head when the weights record a linear probe.
+    strict: True: the weights hold every weight of the model and nothing else (the fixed sin-cos
+        position tables are the model's own). False: what fits is loaded (`load_pretrained`: the
+        pretraining-only weights dropped, learnable position tables resized), the rest stays new
+        (pretraining weights into a classifier: the head).
+    data: the data section whose mean/std a video pretraining model undoes for its targets; by
+        default the recorded one.
+    Returns the model (on the CPU, in train mode) and what was loaded. Weights that do not fit
+    the model raise a `CheckpointError` naming them, the model and the keys or shapes.
+    """
+    if not isinstance(weights, Weights):
+        weights = read_weights(weights)
+    where = weights.path or "the weights"
+    if model is None:
+        if not weights.config.get("model"):
+            raise CheckpointError(f"{where} record no model; pass the model config (preset and geometry) "
+                                  "they were trained with")
+        model = recorded_model_config(weights.config["model"])
+    if data is None and weights.config.get("data"):
+        names = {f.name for f in dataclasses.fields(DataConfig)}
+        data = DataConfig(**{k: v for k, v in weights.config["data"].items() if k in names})
+    net = build_model(model, linprobe=weights.linprobe, data=data)
+    if not strict:
+        try:
+            return net, load_pretrained(net, weights.state_dict)
+        except ValueError as e:
+            raise CheckpointError(f"{where} does not fit {model.name}: {e}") from None
+    return net, _load_exactly(net, weights.state_dict, where, model.name)
+
+
+def _load_exactly(model: nn.Module, state: Dict[str, torch.Tensor], where: str, name: str) -> LoadReport:
+    """All of the model's weights from `state` (fixed sin-cos tables are the model's own)."""
+    fixed = {k for k, p in model.named_parameters() if not p.requires_grad}
+    loaded = {k: v for k, v in state.items() if k not in fixed}
+    try:
+        missing, unexpected = model.load_state_dict(loaded, strict=False)
+    except RuntimeError as e:
+        shapes = "; ".join(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
+        raise CheckpointError(f"{where} does not fit {name}: {shapes or e}") from None
+    missing = [k for k in missing if k not in fixed]
+    if missing or unexpected:
+        raise CheckpointError(f"{where} does not fit {name} (missing {missing[:4]}, unexpected {unexpected[:4]})")
+    return LoadReport(loaded_keys=sorted(loaded), rebuilt_keys=sorted(fixed))
 
 
 class LinearProbeHead(nn.Module):

@@ -12,12 +12,11 @@ import torch
 from tqdm import tqdm
 
 from video_mcmae import run_folder
-from video_mcmae.config import recorded_model_config
 from video_mcmae.data.datasets import Loader, PartialBatch, build_dataset, build_loader
 from video_mcmae.data.device import to_model_input
 from video_mcmae.engine import distributed
-from video_mcmae.errors import ConfigError, MultiViewError, VideoReadError
-from video_mcmae.models import build_model, is_pretraining
+from video_mcmae.errors import CheckpointError, ConfigError, MultiViewError, VideoReadError
+from video_mcmae.models import from_weights, is_pretraining
 from video_mcmae.weights import read_weights
 
 from .merge import MergedViews, merge_views
@@ -61,12 +60,10 @@ def load_test_model(cfg, path: str) -> torch.nn.Module:
     weights = read_weights(path, accept=("export", "checkpoint"))
     _check_model_config(weights.config.get("model", {}), cfg.model, path)
     # An export is built as it was exported (its own model config: pooling, head options).
-    model_cfg = recorded_model_config(weights.config["model"]) if weights.form == "export" else cfg.model
-    model = build_model(model_cfg, linprobe=weights.linprobe)
-    missing, unexpected = model.load_state_dict(weights.state_dict, strict=False)
-    if missing or unexpected:
-        raise MultiViewError(f"checkpoint {path!r} does not fit {cfg.model.name}: missing {sorted(missing)[:5]}, "
-                             f"unexpected {sorted(unexpected)[:5]}; test with the run's own config")
+    try:
+        model, _ = from_weights(weights, None if weights.form == "export" else cfg.model, strict=True)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; test with the run's own config (config.yaml in its output dir)") from None
     return model
 
 
