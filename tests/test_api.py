@@ -13,7 +13,7 @@ import torch
 
 from video_mcmae import api
 from video_mcmae.config import DataConfig, load_config
-from video_mcmae.data.datasets import build_dataset
+from video_mcmae.data.factory import build_dataset
 from video_mcmae.data.device import normalize_batch
 from video_mcmae.weights import EXPORT_FORMAT
 

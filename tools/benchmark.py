@@ -44,7 +44,8 @@ import timm
 
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config, ConfigError
-from video_mcmae.data.datasets import build_loader, set_epoch
+from video_mcmae.data.factory import build_loader
+from video_mcmae.data.loader import set_epoch
 from video_mcmae.data.device import to_model_input
 from video_mcmae.data.readers import BACKENDS, DEFAULT_BACKEND
 from video_mcmae.models import PRESETS, dwconv, is_pretraining

@@ -35,7 +35,8 @@ import torch
 from video_mcmae import synthetic
 from video_mcmae.cli import run_cli
 from video_mcmae.config import Config
-from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
+from video_mcmae.data.factory import build_dataset, build_loader
+from video_mcmae.data.loader import set_epoch
 from video_mcmae.data.encoding import DEFAULT_TUNE, TUNES, x264_options
 from video_mcmae.data.readers import open_video
 from video_mcmae.data.sampling import sample_indices

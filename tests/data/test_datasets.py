@@ -1,5 +1,4 @@
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -8,19 +7,11 @@ import torch
 
 from video_mcmae.config import Config
 from video_mcmae.data import datasets as datasets_module
-from video_mcmae.data.datasets import (
-    PartialBatch,
-    PretrainDataset,
-    TooManyBadFilesError,
-    VideoClsDataset,
-    VideoTestDataset,
-    build_dataset,
-    build_loader,
-    collate_stacked,
-    set_epoch,
-)
+from video_mcmae.data.datasets import PretrainDataset, VideoTestDataset, VideoTrainDataset, VideoValDataset
+from video_mcmae.data.factory import build_dataset, build_loader
 from video_mcmae.data.lists import Sample, read_list
-from video_mcmae.data.readers import VideoReadError
+from video_mcmae.data.loader import PartialBatch, collate_stacked, set_epoch
+from video_mcmae.errors import TooManyBadFilesError, VideoReadError
 from video_mcmae.data.transforms import EvalTransform, PretrainTransform, TrainTransform
 
 
@@ -108,8 +99,8 @@ def test_training_replaces_counts_and_logs_bad_files(mixed_list, caplog):
 
 def test_training_stops_above_bad_fraction(mixed_list):
     samples, _ = mixed_list
-    ds = VideoClsDataset(samples, mode="train", sampling="dense", num_frames=4, sampling_rate=2,
-                         transform=TrainTransform(32, flip=True), max_bad_fraction=0.3)
+    ds = VideoTrainDataset(samples, sampling="dense", num_frames=4, sampling_rate=2,
+                           transform=TrainTransform(32, flip=True), max_bad_fraction=0.3)
     with pytest.raises(TooManyBadFilesError, match=r"4 of 13 videos .*data.max_bad_fraction=0.3"):
         for i in range(len(ds)):
             ds[i]
@@ -237,7 +228,7 @@ def test_loader_errors_arrive_whole_in_the_main_process(mixed_list, workers):
     # the dataset's own one-line message, not "Caught TooManyBadFilesError in DataLoader worker process 0"
     assert re.fullmatch(r"3 of 13 videos in the training list are unreadable \(more than "
                         r"data.max_bad_fraction=0.2\): .*", str(e.value))
-    val = VideoClsDataset(samples, mode="val", sampling="dense", num_frames=4, sampling_rate=2,
+    val = VideoValDataset(samples, sampling="dense", num_frames=4, sampling_rate=2,
                           transform=EvalTransform(32, 40))  # not scanned: the bad files stay in
     with pytest.raises(VideoReadError) as e:
         list(build_loader(cfg, "val", dataset=val))

@@ -6,6 +6,7 @@ import pickle
 import numpy as np
 import pytest
 
+from video_mcmae.data.loader import Loader
 from video_mcmae.data.readers import VideoReadError, open_video
 
 BACKENDS = ["decord", "pyav"]
@@ -160,8 +161,10 @@ def _collect_and_exit():
 def test_a_reader_in_a_cycle_is_not_freed_in_a_forked_worker(video_dir, closed):
     """DataLoader workers are forked: garbage the parent left in a reference cycle would be freed
     in the child, and freeing a PyAV codec context whose decoder threads live in the parent
-    deadlocks there (it hung the test suite once PyAV was the default reader). The parent
-    collects its garbage before every fork, and close() frees the codec context at once."""
+    deadlocks there (it hung the test suite once PyAV was the default reader). Once a loader is
+    created, the parent collects its garbage before every fork; close() frees the codec context
+    at once."""
+    Loader([0])  # what registers the collection (not importing the readers)
     reader = open_video(video_dir / "a.mp4", "pyav", num_threads=2)  # two decoder threads
     reader.get_frames([0, 5])
     if closed:

@@ -100,7 +100,7 @@ def test_end_to_end_one_process_then_offline_merge(setup, one_process_run, capsy
     # the merged scores equal a direct evaluation of every view with the same weights
     shards = load_shards(str(out / "shards"))
     merged = merge_views(shards)
-    from video_mcmae.data.datasets import build_dataset
+    from video_mcmae.data.factory import build_dataset
     from video_mcmae.data.device import normalize_batch
 
     cfg = load_config(str(tmp / "test.yaml"), VIEWS)

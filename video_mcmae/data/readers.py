@@ -11,6 +11,7 @@ decord fails on a file and fallback is on, the PyAV reader takes over and the sw
 """
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import os
@@ -28,10 +29,15 @@ BACKENDS = ("decord", "pyav")
 DEFAULT_BACKEND = "pyav"
 _fallback_logged: set = set()
 
-# DataLoader workers are forked. Garbage the parent still holds (a PyAV stream in a reference
-# cycle) would be freed in the child, and freeing a codec context whose decoder threads live only
-# in the parent deadlocks; collecting it in the parent before every fork prevents that.
-os.register_at_fork(before=gc.collect)
+
+
+@functools.cache
+def collect_garbage_before_fork() -> None:
+    """Collect the garbage before every fork of this process, from now on (registered once; a loader
+    or a scan with worker processes calls it). Workers are forked: garbage the parent still holds
+    (a PyAV stream in a reference cycle) would be freed in the child, and freeing a codec context
+    whose decoder threads live only in the parent deadlocks."""
+    os.register_at_fork(before=gc.collect)
 
 
 def _in_worker() -> bool:
@@ -320,10 +326,10 @@ def open_video(path: str, backend: str = DEFAULT_BACKEND, fallback: bool = True,
     return DecordReader(path, num_threads)
 
 
-def check_video(path: str, backend: str = DEFAULT_BACKEND, fallback: bool = True) -> Optional[str]:
+def check_video(path: str, backend: str = DEFAULT_BACKEND) -> Optional[str]:
     """None if the file opens and its first and last frames decode, else the reason."""
     try:
-        with open_video(path, backend, fallback=fallback, num_threads=1) as r:
+        with open_video(path, backend, num_threads=1) as r:
             r.get_frames([0, r.num_frames - 1])
     except VideoReadError as e:
         return e.reason
@@ -331,18 +337,19 @@ def check_video(path: str, backend: str = DEFAULT_BACKEND, fallback: bool = True
 
 
 def _check_job(job):
-    index, path, backend, fallback = job
-    return index, check_video(path, backend, fallback)
+    index, path, backend = job
+    return index, check_video(path, backend)
 
 
 def scan_videos(paths: Sequence[str], backend: str = DEFAULT_BACKEND, workers: int = 0,
-                fallback: bool = True, progress: bool = False) -> dict:
+                progress: bool = False) -> dict:
     """`check_video` over many files with `workers` processes -> {index: reason} of the bad ones."""
-    jobs = [(i, p, backend, fallback) for i, p in enumerate(paths)]
+    jobs = [(i, p, backend) for i, p in enumerate(paths)]
     bad = {}
     if workers > 0:
         import multiprocessing
 
+        collect_garbage_before_fork()  # the pool's workers are forked
         pool = multiprocessing.Pool(workers)
         results = pool.imap_unordered(_check_job, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 8))))
     else:

@@ -15,7 +15,8 @@ from torch.utils.data import DataLoader
 
 from video_mcmae import run_folder
 from video_mcmae.config import Config
-from video_mcmae.data.datasets import Loader, build_dataset
+from video_mcmae.data.factory import build_dataset
+from video_mcmae.data.loader import Loader
 from video_mcmae.data.device import ClipErasing, StepSeeds, build_erasing, to_model_input
 from video_mcmae.data.samplers import StridedShardSampler
 from video_mcmae.data.transforms import VideoMixup, build_mixup

@@ -23,7 +23,8 @@ from torch import nn
 
 from video_mcmae import run_folder
 from video_mcmae.config import Config, config_diff, recorded_config, save_config
-from video_mcmae.data.datasets import build_dataset, build_loader, set_epoch
+from video_mcmae.data.factory import build_dataset, build_loader
+from video_mcmae.data.loader import set_epoch
 from video_mcmae.engine import checkpoint as ckpt
 from video_mcmae.engine import distributed
 from video_mcmae.engine.deepspeed_config import initialize_engine, input_dtype

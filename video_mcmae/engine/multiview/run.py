@@ -12,7 +12,8 @@ import torch
 from tqdm import tqdm
 
 from video_mcmae import run_folder
-from video_mcmae.data.datasets import Loader, PartialBatch, build_dataset, build_loader
+from video_mcmae.data.factory import build_dataset, build_loader
+from video_mcmae.data.loader import Loader, PartialBatch
 from video_mcmae.data.device import to_model_input
 from video_mcmae.engine import distributed
 from video_mcmae.errors import CheckpointError, ConfigError, MultiViewError, VideoReadError
