@@ -219,7 +219,7 @@ def bench_dwconv(args, device: torch.device) -> List[dict]:
         "visible/torch": (rows, lambda t: dwconv.depthwise_conv_visible(t, index_map, weight, bias, positions,
                                                                          backend="torch"), rows.shape[0]),
     }
-    use_triton = args.triton == "on" or (args.triton == "auto" and device.type == "cuda" and dwconv.HAS_TRITON)
+    use_triton = args.triton == "on" or (args.triton == "auto" and device.type == "cuda" and dwconv.triton_available())
     if use_triton:
         cases["dense/triton"] = (x, lambda t: dwconv.depthwise_conv(t, weight, bias, backend="triton"),
                                  x.numel() // channels)

@@ -1,4 +1,7 @@
 """Depthwise-conv dispatch and the PyTorch reference paths (no Triton needed)."""
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
@@ -89,29 +92,53 @@ def test_bad_grid_and_bias_are_named():
 
 
 def test_backend_choice(monkeypatch):
+    """Decided when a block is built: the environment variable overrides 'auto' only."""
     x, w = torch.randn(1, 4, 4, 3), torch.randn(3, 1, 3, 3)
     monkeypatch.setenv(dwconv.BACKEND_ENV, "cudnn")
     with pytest.raises(ValueError, match="backend must be one of"):
-        dwconv.depthwise_conv(x, w)
+        dwconv.resolve_backend("auto", (3, 3))
+    assert dwconv.resolve_backend("torch", (3, 3)) == "torch"
     monkeypatch.setenv(dwconv.BACKEND_ENV, "torch")
-    dwconv.depthwise_conv(x, w)
-    monkeypatch.setattr(dwconv, "HAS_TRITON", True)
+    assert dwconv.resolve_backend("auto", (3, 3)) == "torch"
+    dwconv.depthwise_conv(x, w, backend=dwconv.resolve_backend("auto", (3, 3)))
+    monkeypatch.delenv(dwconv.BACKEND_ENV)
+    monkeypatch.setattr(dwconv, "_triton_usable", True)
+    with pytest.raises(ValueError, match="up to 7"):
+        dwconv.resolve_backend("triton", (9, 9))
     with pytest.raises(ValueError, match="up to 7"):
         dwconv.depthwise_conv(torch.randn(1, 9, 9, 3), torch.randn(3, 1, 9, 9), backend="triton")
-    monkeypatch.setattr(dwconv, "HAS_TRITON", False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert dwconv.resolve_backend("auto", (3, 3)) == "auto"  # Triton for the CUDA tensors
+    assert dwconv.resolve_backend("auto", (9, 9)) == "torch"
+    monkeypatch.setattr(dwconv, "_triton_usable", False)
+    assert dwconv.resolve_backend("auto", (3, 3)) == "torch"
     with pytest.raises(RuntimeError, match="triton is not installed"):
-        dwconv.depthwise_conv(x, w, backend="triton")
+        dwconv.resolve_backend("triton", (3, 3))
+    with pytest.raises(ValueError, match=r"got 'cudnn' \(argument backend=\)"):
+        dwconv.depthwise_conv(x, w, backend="cudnn")
+
+
+def test_importing_loads_no_kernel_and_reads_no_environment():
+    code = ("import os, sys; os.environ['VIDEO_MCMAE_DWCONV'] = 'nonsense'; import video_mcmae; "
+            "from video_mcmae.models import dwconv; "
+            "assert dwconv._kernels is None and dwconv._triton_usable is None; "
+            "assert 'video_mcmae.models.kernels.dwconv' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
 def test_model_argument_chooses_the_backend(monkeypatch):
-    """`dwconv_backend` reaches every conv block; only 'auto' defers to the environment variable."""
+    """`dwconv_backend` reaches every conv block; only 'auto' defers to the environment variable,
+    read when the model is built."""
     monkeypatch.setenv(dwconv.BACKEND_ENV, "cudnn")  # an invalid override, so reading it shows
     x = torch.randn(1, 3, 2, 32, 32)
     forced = timm.create_model("videoconvvit_tiny_patch16", num_frames=2, img_size=32, dwconv_backend="torch")
     assert {blk.attn.backend for blk in (*forced.blocks1, *forced.blocks2)} == {"torch"}
     forced(x)
-    auto = timm.create_model("videoconvvit_tiny_patch16", num_frames=2, img_size=32)
     with pytest.raises(ValueError, match=f"environment variable {dwconv.BACKEND_ENV}"):
-        auto(x)
+        timm.create_model("videoconvvit_tiny_patch16", num_frames=2, img_size=32)
+    monkeypatch.setenv(dwconv.BACKEND_ENV, "torch")
+    auto = timm.create_model("videoconvvit_tiny_patch16", num_frames=2, img_size=32)
+    monkeypatch.setenv(dwconv.BACKEND_ENV, "cudnn")  # changed after the build: not read again
+    auto(x)
     with pytest.raises(ValueError, match=r"got 'cuda' \(dwconv_backend\)"):
         timm.create_model("videoconvvit_tiny_patch16", dwconv_backend="cuda")

@@ -5,11 +5,14 @@ same convolution evaluated at the visible positions of a masked grid only, with 
 as zero. Both run either the Triton kernel (`video_mcmae.models.kernels.dwconv`, CUDA tensors) or
 PyTorch's grouped convolution.
 
-Which one runs is the models' `dwconv_backend` argument (config `model.use_kernel`): `torch` or
-`triton` forces a backend; `auto` (the default) takes the environment variable
-`VIDEO_MCMAE_DWCONV` when it is set, as a user override, and otherwise uses Triton for CUDA
-tensors when it imports. The kernel takes odd kernel sizes up to 7 (2D, or 3D up to 7x7x7); `auto`
-sends larger kernels to torch, `triton` rejects them.
+Which one runs is the models' `dwconv_backend` argument (config `model.dwconv_backend`), resolved
+once when a conv block is built (`resolve_backend`): `torch` or `triton` forces a backend; `auto`
+(the default) takes the environment variable `VIDEO_MCMAE_DWCONV` when it is set, as a user
+override, and otherwise stays `auto`: Triton for CUDA tensors, when it imports. The kernel takes
+odd kernel sizes up to 7 (2D, or 3D up to 7x7x7); `auto` sends larger kernels to torch, `triton`
+rejects them. Importing this module loads nothing: the kernels are imported when a block that may
+use them is built on a machine with CUDA (so that torch.compile never traces the import), or at
+the first call that runs them.
 
 Determinism: the Triton kernels sum in a fixed order. On the CPU, oneDNN's reduced-precision
 depthwise Conv3d weight gradient is not bit-reproducible from call to call with more than one
@@ -30,8 +33,10 @@ BACKEND_ENV = "VIDEO_MCMAE_DWCONV"
 BACKENDS = ("auto", "torch", "triton")
 MAX_KERNEL = 7
 
-HAS_TRITON = importlib.util.find_spec("triton") is not None
+
+# Filled on first use, never at import: the kernels' module, and whether it imports.
 _kernels = None
+_triton_usable: Optional[bool] = None
 
 
 def load_kernels():
@@ -42,13 +47,18 @@ def load_kernels():
     return _kernels
 
 
-if HAS_TRITON and torch.cuda.is_available():
-    # Load now rather than on first call, so that torch.compile never traces the import.
-    try:
-        load_kernels()
-    except ImportError as err:  # a broken triton install: fall back to torch, and say so once
-        warnings.warn(f"triton is installed but does not import ({err}); depthwise convs use torch")
-        HAS_TRITON = False
+def triton_available() -> bool:
+    """Whether the Triton kernels import; decided the first time it is asked."""
+    global _triton_usable
+    if _triton_usable is None:
+        _triton_usable = importlib.util.find_spec("triton") is not None
+        if _triton_usable:
+            try:
+                load_kernels()
+            except ImportError as err:  # a broken triton install: fall back to torch, and say so once
+                warnings.warn(f"triton is installed but does not import ({err}); depthwise convs use torch")
+                _triton_usable = False
+    return _triton_usable
 
 
 class VisibleGrid(NamedTuple):
@@ -58,27 +68,41 @@ class VisibleGrid(NamedTuple):
     positions: torch.Tensor
 
 
-def check_backend(backend: Optional[str], source: str = "dwconv_backend") -> None:
-    if backend is not None and backend not in BACKENDS:
+def check_backend(backend: str, source: str = "dwconv_backend") -> None:
+    if backend not in BACKENDS:
         raise ValueError(f"depthwise-conv backend must be one of {BACKENDS}, got {backend!r} ({source})")
 
 
-def resolve_backend(backend: Optional[str], x: torch.Tensor, kernel: Sequence[int]) -> str:
-    """'torch' or 'triton' for one call. The environment variable is read here and nowhere else."""
-    source = "argument backend="
-    if backend in (None, "auto"):
-        backend, source = os.environ.get(BACKEND_ENV, "auto"), f"environment variable {BACKEND_ENV}"
+def _check_kernel(kernel: Sequence[int]) -> None:
+    if max(kernel) > MAX_KERNEL:
+        raise ValueError(f"the Triton depthwise-conv kernel supports kernel sizes up to "
+                         f"{MAX_KERNEL}, got {tuple(kernel)}")
+
+
+def resolve_backend(backend: str, kernel: Sequence[int]) -> str:
+    """The backend of a conv block with kernel size `kernel`, decided when the block is built:
+    'torch', 'triton', or 'auto' (Triton for CUDA tensors). The environment variable is read here
+    and nowhere else."""
+    source = "dwconv_backend"
+    if backend == "auto" and os.environ.get(BACKEND_ENV):
+        backend, source = os.environ[BACKEND_ENV], f"environment variable {BACKEND_ENV}"
     check_backend(backend, source)
-    if backend == "auto":
-        usable = HAS_TRITON and x.is_cuda and max(kernel) <= MAX_KERNEL
-        return "triton" if usable else "torch"
     if backend == "triton":
-        if not HAS_TRITON:
+        if not triton_available():
             raise RuntimeError("depthwise-conv backend 'triton' was requested but triton is not installed")
-        if max(kernel) > MAX_KERNEL:
-            raise ValueError(f"the Triton depthwise-conv kernel supports kernel sizes up to "
-                             f"{MAX_KERNEL}, got {tuple(kernel)}")
+        _check_kernel(kernel)
+    elif backend == "auto" and not (torch.cuda.is_available() and max(kernel) <= MAX_KERNEL and triton_available()):
+        return "torch"
     return backend
+
+
+def _runs_triton(backend: str, x: torch.Tensor, kernel: Sequence[int]) -> bool:
+    """Whether one call with `backend` ('auto', 'torch' or 'triton') runs the Triton kernel."""
+    check_backend(backend, "argument backend=")
+    if backend == "triton":
+        _check_kernel(kernel)
+        return True
+    return backend == "auto" and x.is_cuda and max(kernel) <= MAX_KERNEL and triton_available()
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor], nd: int):
@@ -158,14 +182,14 @@ def _torch_dense(x, weight, bias):
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
-                   backend: Optional[str] = None) -> torch.Tensor:
+                   backend: str = "auto") -> torch.Tensor:
     """Depthwise 'same' convolution of a channels-last grid.
 
     x: (B, *S, C) with S = (T, H, W) or (H, W); weight: (C, 1, *k) with odd k; bias: (C,) or None.
     Returns (B, *S, C).
     """
     kernel = _check(x, weight, bias, x.dim() - 2)
-    if resolve_backend(backend, x, kernel) == "torch":
+    if not _runs_triton(backend, x, kernel):
         return _torch_dense(x, weight, bias)
     x = _autocast(x)
     grid, ksize = _grid3d(x.shape[1:-1], kernel)
@@ -191,7 +215,7 @@ def visible_positions(index_map: torch.Tensor, num_rows: Optional[int] = None) -
 def depthwise_conv_visible(rows: torch.Tensor, index_map: torch.Tensor, weight: torch.Tensor,
                            bias: Optional[torch.Tensor] = None,
                            positions: Optional[torch.Tensor] = None,
-                           backend: Optional[str] = None) -> torch.Tensor:
+                           backend: str = "auto") -> torch.Tensor:
     """Depthwise 'same' convolution of a masked grid, evaluated at its visible positions only.
 
     rows: (N, C) the visible inputs; index_map: int32 (B, *S), the row of each grid position or
@@ -207,7 +231,7 @@ def depthwise_conv_visible(rows: torch.Tensor, index_map: torch.Tensor, weight: 
         positions = visible_positions(index_map, rows.shape[0])
     if positions.shape != (rows.shape[0],):
         raise ValueError(f"positions must be ({rows.shape[0]},), got {tuple(positions.shape)}")
-    if resolve_backend(backend, rows, kernel) == "torch":
+    if not _runs_triton(backend, rows, kernel):
         return _torch_visible(rows, index_map, weight, bias, positions)
     rows = _autocast(rows)
     grid, ksize = _grid3d(index_map.shape[1:], kernel)

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from timm.layers import DropPath, Mlp
 
-from .dwconv import VisibleGrid, check_backend, depthwise_conv, depthwise_conv_visible
+from .dwconv import VisibleGrid, depthwise_conv, depthwise_conv_visible, resolve_backend
 
 
 def conv_default_init(weight: torch.Tensor, bias: torch.Tensor) -> None:
@@ -40,13 +40,12 @@ class Pointwise(nn.Module):
 class DepthwiseConv(nn.Module):
     """Depthwise 'same' convolution of a channels-last grid; weight `(C, 1, *kernel_size)`.
 
-    `backend`: 'auto', 'torch' or 'triton' (`models.dwconv`).
+    `backend`: 'auto', 'torch' or 'triton', resolved here, once (`models.dwconv.resolve_backend`).
     """
 
     def __init__(self, dim: int, kernel_size: tuple, backend: str = "auto"):
         super().__init__()
-        check_backend(backend)
-        self.backend = backend
+        self.backend = resolve_backend(backend, kernel_size)
         if any(k % 2 == 0 for k in kernel_size):
             raise ValueError(f"conv_kernel_size must be odd in every dimension for 'same' padding, got {kernel_size}")
         self.weight = nn.Parameter(torch.empty(dim, 1, *kernel_size))
