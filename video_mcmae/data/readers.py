@@ -14,11 +14,15 @@ from __future__ import annotations
 import functools
 import gc
 import logging
+import multiprocessing
 import os
 import re
 from typing import List, Optional, Sequence
 
+import av
 import numpy as np
+import torch.utils.data
+from tqdm import tqdm
 
 from video_mcmae.errors import VideoReadError
 
@@ -41,8 +45,6 @@ def collect_garbage_before_fork() -> None:
 
 
 def _in_worker() -> bool:
-    import torch.utils.data
-
     return torch.utils.data.get_worker_info() is not None
 
 
@@ -85,6 +87,8 @@ class DecordReader:
     backend = "decord"
 
     def __init__(self, path: str, num_threads: Optional[int] = None):
+        # Imported when a file is read with decord (not the default backend): a decord loaded before
+        # PyAV shadows PyAV's libvpx, which breaks VP9 encoding (video_mcmae/synthetic/encode.py)
         import decord
 
         _check_file(path)
@@ -130,7 +134,6 @@ class PyAVReader:
     backend = "pyav"
 
     def __init__(self, path: str, num_threads: Optional[int] = None):
-        import av
 
         _check_file(path)
         self.path = str(path)
@@ -347,8 +350,6 @@ def scan_videos(paths: Sequence[str], backend: str = DEFAULT_BACKEND, workers: i
     jobs = [(i, p, backend) for i, p in enumerate(paths)]
     bad = {}
     if workers > 0:
-        import multiprocessing
-
         collect_garbage_before_fork()  # the pool's workers are forked
         pool = multiprocessing.Pool(workers)
         results = pool.imap_unordered(_check_job, jobs, chunksize=max(1, min(64, len(jobs) // (workers * 8))))
@@ -356,8 +357,6 @@ def scan_videos(paths: Sequence[str], backend: str = DEFAULT_BACKEND, workers: i
         pool, results = None, map(_check_job, jobs)
     try:
         if progress:
-            from tqdm import tqdm
-
             results = tqdm(results, total=len(jobs), unit="video", desc="checking videos")
         for index, reason in results:
             if reason is not None:

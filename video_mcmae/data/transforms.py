@@ -21,6 +21,9 @@ from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from timm.data import create_transform
+from timm.data.mixup import Mixup
+from torchvision import transforms as T
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
@@ -208,8 +211,6 @@ class VideoMixup:
     def __init__(self, num_classes: int, mixup_alpha: float = 0.8, cutmix_alpha: float = 1.0,
                  prob: float = 1.0, switch_prob: float = 0.5, mode: str = "batch",
                  label_smoothing: float = 0.1):
-        from timm.data.mixup import Mixup
-
         self.mixup = Mixup(mixup_alpha=mixup_alpha, cutmix_alpha=cutmix_alpha, prob=prob,
                            switch_prob=switch_prob, mode=mode, label_smoothing=label_smoothing,
                            num_classes=num_classes)
@@ -235,8 +236,6 @@ def build_mixup(aug, num_classes: int) -> Optional[VideoMixup]:
 
 def image_pretrain_transform(input_size: int, mean: Sequence[float], std: Sequence[float]):
     """2D ConvMAE pretraining: RandomResizedCrop(scale 0.2–1, bicubic), flip, normalise."""
-    from torchvision import transforms as T
-
     return T.Compose([
         T.RandomResizedCrop(input_size, scale=(0.2, 1.0), interpolation=InterpolationMode.BICUBIC),
         T.RandomHorizontalFlip(),
@@ -247,8 +246,6 @@ def image_pretrain_transform(input_size: int, mean: Sequence[float], std: Sequen
 
 def image_train_transform(input_size: int, mean: Sequence[float], std: Sequence[float], aug):
     """2D finetuning through timm's `create_transform` (RandAugment, erasing from `aug`)."""
-    from timm.data import create_transform
-
     return create_transform(input_size, is_training=True, auto_augment=aug.rand_augment or None,
                             interpolation=aug.train_interpolation, re_prob=aug.reprob,
                             re_mode=aug.remode, re_count=aug.recount, scale=tuple(aug.crop_scale),
@@ -257,7 +254,5 @@ def image_train_transform(input_size: int, mean: Sequence[float], std: Sequence[
 
 def image_eval_transform(input_size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float = 0.875):
     """2D evaluation: resize to input_size/crop_pct, centre crop (timm's eval transform)."""
-    from timm.data import create_transform
-
     return create_transform(input_size, is_training=False, interpolation="bicubic",
                             crop_pct=crop_pct, mean=tuple(mean), std=tuple(std))

@@ -10,6 +10,7 @@ import os
 from typing import Any, Dict
 
 import hjson
+import torch
 
 from video_mcmae.config import Config, ConfigError
 
@@ -85,6 +86,7 @@ def load_user_config(path: str, cfg: Config, world_size: int) -> Dict[str, Any]:
 
 def initialize_engine(model, optimizer, cfg: Config, info):
     """`deepspeed.initialize` with our torch AdamW and the built/checked config; returns the engine."""
+    # Imported after distributed.init: importing DeepSpeed fixes its accelerator (DS_ACCELERATOR)
     import deepspeed
 
     ds = build_ds_config(cfg, info.world_size)
@@ -96,8 +98,6 @@ def initialize_engine(model, optimizer, cfg: Config, info):
 
 def input_dtype(engine):
     """The dtype DeepSpeed keeps the module in, which inputs must match."""
-    import torch
-
     if engine.bfloat16_enabled():
         return torch.bfloat16
     if engine.fp16_enabled():
