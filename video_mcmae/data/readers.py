@@ -21,7 +21,6 @@ from typing import List, Optional, Sequence
 
 import av
 import numpy as np
-import torch.utils.data
 from tqdm import tqdm
 
 from video_mcmae.errors import VideoReadError
@@ -45,6 +44,9 @@ def collect_garbage_before_fork() -> None:
 
 
 def _in_worker() -> bool:
+    # torch here only: config imports this module (DEFAULT_BACKEND) and is torch-free (tests/test_config.py)
+    import torch.utils.data
+
     return torch.utils.data.get_worker_info() is not None
 
 
