@@ -83,6 +83,8 @@ step pretrain $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 
     --sparse on --kernel triton --json "$OUT/pretrain.json"
 step pretrain_ablation $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 --steps 5 \
     --sparse on off --kernel triton torch --json "$OUT/pretrain_ablation.json"
+step pretrain_decoder_mask $BENCH decoder-mask --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
+    --sparse on --kernel triton --decoder-mask-ratio 0.5 --steps 5 --rounds 5 --json "$OUT/pretrain_decoder_mask.json"
 step pretrain_compile $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
     --sparse on --kernel triton --compile on --json "$OUT/pretrain_compile.json"
 step finetune $BENCH train --model videoconvvit_base_patch16 $CLIP --kernel triton torch \

@@ -1,9 +1,11 @@
 """tools/benchmark.py runs end to end on the CPU at tiny shapes (numbers are not checked, only produced)."""
 import json
 import os
+import statistics
 
 import pytest
 
+from video_mcmae.config import ConfigError
 from video_mcmae.models import dwconv
 
 
@@ -31,6 +33,23 @@ def test_training_steps(benchmark, tmp_path, capsys):
                              "--batch", "2", "--steps", "1", "--warmup", "0", "--precision", "bf16",
                              "--num-classes", "5", "--device", "cpu"])
     assert row["task"] == "finetune" and row["sparse"] is None and row["ms_per_step"] > 0
+
+
+def test_decoder_mask_step_ratio(benchmark, tmp_path, capsys):
+    out = tmp_path / "decoder_mask.json"
+    rows = benchmark.main(["decoder-mask", "--model", "videoconvmae_tiny_patch16", "--frames", "4", "--img-size", "32",
+                           "--batch", "2", "--steps", "1", "--warmup", "0", "--rounds", "2", "--precision", "fp32",
+                           "--kernel", "torch", "--device", "cpu", "--json", str(out)])
+    off, on = rows
+    assert (off["decoder_mask_ratio"], on["decoder_mask_ratio"], on["decoder_mask_type"]) == (0.0, 0.5, "running_cell")
+    for row in rows:
+        assert len(row["ms_rounds"]) == 2 and row["ms_per_step"] == statistics.median(row["ms_rounds"])
+    assert off["step_time_vs_unmasked"] == 1.0
+    assert on["step_time_vs_unmasked"] == on["ms_per_step"] / off["ms_per_step"]
+    assert json.loads(out.read_text())["results"] == rows
+    assert f"step time x{on['step_time_vs_unmasked']:.3f} of the unmasked step" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="needs a pretraining preset"):
+        benchmark.main(["decoder-mask", "--model", "videoconvvit_tiny_patch16", "--device", "cpu"])
 
 
 def test_dwconv_micro_benchmark(benchmark, tmp_path):
