@@ -57,7 +57,8 @@ class PlainViTMAE(nn.Module):
         super().__init__()
         self.input_size, self.in_chans = tuple(input_size), 3
         self.grid_size = tuple(n // p for n, p in zip(input_size, patch))
-        self.mask_ratio, self.decoder_mask_ratio, self.decoder_mask_type = mask_ratio, decoder_mask_ratio, decoder_mask_type
+        self.mask_ratio = mask_ratio
+        self.decoder_mask_ratio, self.decoder_mask_type = decoder_mask_ratio, decoder_mask_type
         self.patch_embed = nn.Conv3d(self.in_chans, dim, patch, stride=patch)
         self.pos_embed = build_pos_embed(self.grid_size, dim, learnable=False)
         self.blocks = nn.ModuleList(Block(dim, heads) for _ in range(depth))

@@ -142,8 +142,8 @@ def running_cell_decoder_masking(mask: torch.Tensor, grid: tuple, ratio: float,
     positions are taken by running-cell rank (`running_cell_rank`, one random offset per sample),
     ties in random order. Without encoder masking, on an even grid and at a ratio that is a multiple
     of 1/4, that is exactly VideoMAE V2's pattern; with tube masks every masked position is kept at
-    least once in every `cell size` consecutive frames as long as a frame's quota is at least its
-    masked positions of rank 0 (always at decoder ratios up to 0.5).
+    least once in every `cell size` consecutive frames when each frame's quota is at least its
+    number of cells (all its rank-0 positions fit: 88 >= 49 on 14 x 14 at tube 0.9, ratio 0.5).
     """
     batch = mask.shape[0]
     cells = RUNNING_CELL[0] * RUNNING_CELL[1]
