@@ -68,6 +68,7 @@ def test_unknown_key_names_nearest(tmp_path):
     ("model.visible_only=1", "expected bool"),
     ("optim.betas=0.9", "expected a list of float"),
     ("model.mask_type=tubes", "did you mean 'tube'"),
+    ("model.decoder_mask_type=run_cell", "did you mean 'running_cell'"),
     ("optim.lr=fast", "expected float or null"),
 ])
 def test_wrong_type_names_expected(opt, expected):
@@ -78,6 +79,8 @@ def test_wrong_type_names_expected(opt, expected):
 @pytest.mark.parametrize("opt, key", [
     ("model.mask_ratio=1.0", "model.mask_ratio"),
     ("model.mask_ratio=0", "model.mask_ratio"),
+    ("model.decoder_mask_ratio=1.0", "model.decoder_mask_ratio"),
+    ("model.decoder_mask_ratio=-0.5", "model.decoder_mask_ratio"),
     ("model.img_size=200", "model.img_size"),
     ("model.num_frames=15", "model.num_frames"),
     ("optim.layer_decay=1.5", "optim.layer_decay"),

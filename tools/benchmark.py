@@ -7,6 +7,13 @@ ms/step and peak memory, one row per combination of the listed modes.
         --mask-ratio 0.9 --visible-only on off --dwconv-backend triton torch --compile off on --json pretrain.json
     python tools/benchmark.py train --model videoconvvit_base_patch16 --batch 32 --precision bf16
 
+Decoder masking (VideoMAE V2's dual masking): the pretraining step of one preset without and with
+a decoder mask, the two models timed in turn for `--rounds` rounds of `--steps` steps (medians over
+rounds, so a slower stretch of a shared machine hits both), and the ratio of their step times:
+
+    python tools/benchmark.py decoder-mask --model videoconvmae_base_patch16 --batch 32 --precision bf16 \
+        --mask-ratio 0.9 --visible-only on --dwconv-backend triton --decoder-mask-ratio 0.5 --json decoder_mask.json
+
 Loader feeding the pretraining step (does the loader keep up?): the pretraining DataLoader over a
 video list (the run's dataset, uint8 clips from `--workers` processes, pinned on a GPU) alone, the
 step alone on one cached loader batch (copied and normalised on the device every step), and both
@@ -32,6 +39,7 @@ import argparse
 import itertools
 import json
 import resource
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -49,6 +57,7 @@ from video_mcmae.data.loader import set_epoch
 from video_mcmae.data.device import to_model_input
 from video_mcmae.data.readers import BACKENDS, DEFAULT_BACKEND
 from video_mcmae.models import PRESETS, dwconv, is_pretraining
+from video_mcmae.models.masking import DECODER_MASK_TYPES
 
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -82,7 +91,7 @@ def _peak_mib(device: torch.device) -> float:
 
 
 # -- training step --------------------------------------------------------------------------------
-def _build_model(args, visible_only: bool, backend: str, device: torch.device):
+def _build_model(args, visible_only: bool, backend: str, device: torch.device, **pretrain_overrides):
     overrides = {"dwconv_backend": backend}
     if args.frames is not None:
         overrides["num_frames"] = args.frames
@@ -90,7 +99,7 @@ def _build_model(args, visible_only: bool, backend: str, device: torch.device):
         overrides["img_size"] = args.img_size
     pretrain = is_pretraining(args.model)
     if pretrain:
-        overrides["visible_only"] = visible_only
+        overrides.update(visible_only=visible_only, **pretrain_overrides)
         if args.mask_ratio is not None:
             overrides["mask_ratio"] = args.mask_ratio
     elif args.num_classes is not None:
@@ -130,6 +139,41 @@ def bench_train(args, visible_only: bool, backend: str, compiled: bool, device: 
                 batch=args.batch, input=list(model.input_size), precision=args.precision,
                 visible_only=visible_only if pretrain else None, dwconv_backend=backend, compile=compiled,
                 ms_per_step=ms, clips_per_s=args.batch * 1e3 / ms, peak_mem_mib=_peak_mib(device))
+
+
+# -- decoder masking ------------------------------------------------------------------------------
+def bench_decoder_mask(args, device: torch.device) -> List[dict]:
+    """The pretraining step without and with a decoder mask (the first --visible-only/--dwconv-backend/--compile),
+    interleaved; one row per model with the median ms per step and its ratio to the unmasked one."""
+    if not is_pretraining(args.model):
+        raise ConfigError(f"--model {args.model}: decoder masking needs a pretraining preset (*convmae*)")
+    visible_only, backend, compiled = args.visible_only[0] == "on", args.dwconv_backend[0], args.compile[0] == "on"
+    steps, peaks = {}, {}
+    for ratio in (0.0, args.decoder_mask_ratio):
+        torch.manual_seed(0)
+        model, _ = _build_model(args, visible_only, backend, device, decoder_mask_ratio=ratio,
+                                decoder_mask_type=args.decoder_mask_type)
+        steps[ratio] = _train_step(model, True, compiled, args.precision, device, args.batch)
+        peaks[ratio] = 0.0
+    clip = torch.randn(args.batch, model.in_chans, *model.input_size, device=device)
+    times = {ratio: [] for ratio in steps}
+    for ratio, step in steps.items():
+        time_ms(lambda: step(clip), device, 0, args.warmup)
+    for _ in range(args.rounds):
+        for ratio, step in steps.items():
+            _reset_peak(device)
+            times[ratio].append(time_ms(lambda: step(clip), device, args.steps, 0))
+            peaks[ratio] = max(peaks[ratio], _peak_mib(device))
+    off = statistics.median(times[0.0])
+    rows = []
+    for ratio, ms_rounds in times.items():
+        ms = statistics.median(ms_rounds)
+        rows.append(dict(bench="decoder-mask", model=args.model, batch=args.batch, input=list(model.input_size),
+                         precision=args.precision, visible_only=visible_only, dwconv_backend=backend, compile=compiled,
+                         decoder_mask_ratio=ratio, decoder_mask_type=args.decoder_mask_type if ratio else None,
+                         rounds=args.rounds, ms_per_step=ms, ms_rounds=ms_rounds, clips_per_s=args.batch * 1e3 / ms,
+                         step_time_vs_unmasked=ms / off, peak_mem_mib=peaks[ratio]))
+    return rows
 
 
 # -- loader feeding the pretraining step ------------------------------------------------------------
@@ -278,6 +322,8 @@ def format_table(rows: Sequence[dict], columns: Sequence[str]) -> str:
 
 TRAIN_COLUMNS = ("model", "task", "batch", "input", "precision", "visible_only", "dwconv_backend", "compile",
                  "ms_per_step", "clips_per_s", "peak_mem_mib")
+DECODER_MASK_COLUMNS = ("model", "batch", "input", "precision", "visible_only", "dwconv_backend", "decoder_mask_ratio", "rounds",
+                        "ms_per_step", "clips_per_s", "step_time_vs_unmasked", "peak_mem_mib")
 LOADER_COLUMNS = ("model", "batch", "num_sample", "workers", "input", "precision", "batch_dtype", "batch_mib",
                   "loader_clips_per_s", "model_clips_per_s", "both_clips_per_s", "loader_keeps_up", "peak_mem_mib")
 DWCONV_COLUMNS = ("case", "shape", "kernel", "precision", "visible", "fwd_ms", "fwd_bwd_ms", "fwd_bwd_gbs",
@@ -310,6 +356,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     train = sub.add_parser("train", parents=[common, model], help="full training step of a preset")
     train.add_argument("--num-classes", type=int, help="classifier classes override")
 
+    decoder = sub.add_parser("decoder-mask", parents=[common, model],
+                             help="pretraining step without and with decoder masking, interleaved (the first "
+                                  "--visible-only/--dwconv-backend/--compile)")
+    decoder.add_argument("--decoder-mask-ratio", type=float, default=0.5, help="the masked model's decoder mask ratio")
+    decoder.add_argument("--decoder-mask-type", choices=DECODER_MASK_TYPES, default="running_cell")
+    decoder.add_argument("--rounds", type=int, default=5, help="rounds of --steps steps per model, in turn")
+
     loader = sub.add_parser("loader", parents=[common, model],
                             help="pretraining loader alone, step alone, both (the first --visible-only/--dwconv-backend/--compile)")
     loader.add_argument("--list", required=True, help="training list (tools/make_synthetic_dataset.py writes one)")
@@ -337,6 +390,12 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
         combos = itertools.product(args.visible_only, args.dwconv_backend, args.compile)
         results = [bench_train(args, s == "on", k, c == "on", device) for s, k, c in combos]
         columns = TRAIN_COLUMNS
+    elif args.bench == "decoder-mask":
+        if not 0 < args.decoder_mask_ratio < 1 or args.rounds < 1:
+            raise ConfigError(f"--decoder-mask-ratio must be in (0, 1) and --rounds >= 1; got "
+                              f"{args.decoder_mask_ratio} and {args.rounds}")
+        results = bench_decoder_mask(args, device)
+        columns = DECODER_MASK_COLUMNS
     elif args.bench == "loader":
         results = [bench_loader(args, device)]
         columns = LOADER_COLUMNS
@@ -346,6 +405,10 @@ def main(argv: Optional[Sequence[str]] = None) -> List[dict]:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(f"# {args.bench} on {name}, torch {torch.__version__}")
     print(format_table(results, columns))
+    if args.bench == "decoder-mask":
+        off, on = results
+        print(f"decoder mask {on['decoder_mask_ratio']:g} ({on['decoder_mask_type']}): step time x"
+              f"{on['step_time_vs_unmasked']:.3f} of the unmasked step (medians of {args.rounds} interleaved rounds)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(dict(device=name, torch=torch.__version__, results=results), indent=1))

@@ -83,6 +83,8 @@ step pretrain $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 
     --visible-only on --dwconv-backend triton --json "$OUT/pretrain.json"
 step pretrain_ablation $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 --steps 5 \
     --visible-only on off --dwconv-backend triton torch --json "$OUT/pretrain_ablation.json"
+step pretrain_decoder_mask $BENCH decoder-mask --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
+    --visible-only on --dwconv-backend triton --decoder-mask-ratio 0.5 --steps 5 --rounds 5 --json "$OUT/pretrain_decoder_mask.json"
 step pretrain_compile $BENCH train --model videoconvmae_base_patch16 $CLIP --mask-ratio 0.9 \
     --visible-only on --dwconv-backend triton --compile on --json "$OUT/pretrain_compile.json"
 step finetune $BENCH train --model videoconvvit_base_patch16 $CLIP --dwconv-backend triton torch \

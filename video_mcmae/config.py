@@ -48,6 +48,8 @@ class ModelConfig:
     num_classes: int = 400  # classifier outputs (ignored by pretraining presets)
     mask_ratio: float = 0.9  # fraction of stage-3 tokens hidden in pretraining
     mask_type: Literal["tube", "random"] = "tube"
+    decoder_mask_ratio: float = 0.0  # share of the masked cubes the decoder drops in training (0 = none)
+    decoder_mask_type: Literal["running_cell", "random"] = "running_cell"  # how they are drawn
     norm_pix_loss: bool = True  # per-cube, per-channel normalised targets
     drop_path_rate: float = 0.0
     drop_rate: float = 0.0  # dropout before the classifier head
@@ -386,6 +388,9 @@ def validate(cfg: Config) -> Config:
             bad(key, f"must be a finite number, got {value}")
     if not 0.0 < m.mask_ratio < 1.0:
         bad("model.mask_ratio", f"must be in (0, 1), got {m.mask_ratio}")
+    if not 0.0 <= m.decoder_mask_ratio < 1.0:
+        bad("model.decoder_mask_ratio", f"must be in [0, 1) (0 = the decoder reconstructs every masked cube; "
+                                        f"VideoMAE V2 drops 0.5), got {m.decoder_mask_ratio}")
     if m.img_size <= 0 or m.img_size % 16:
         bad("model.img_size", f"must be a positive multiple of 16, got {m.img_size}")
     if m.tubelet_size <= 0:

@@ -89,3 +89,22 @@ def test_evaluate_normalises_uint8_batches():
     with torch.no_grad():
         logits = model(normalize_batch(x, MEAN, STD))
     assert got["loss"] == pytest.approx(nn.functional.cross_entropy(logits, y).item(), abs=1e-5)
+
+
+@pytest.mark.parametrize("decoder_mask_ratio", [0.0, 0.5])
+def test_pretrain_step_draws_the_models_masks_and_scores_the_baselines_on_the_same_cubes(decoder_mask_ratio):
+    torch.manual_seed(0)
+    model = timm.create_model("videoconvmae_tiny_patch16", num_frames=4, img_size=32, data_mean=MEAN, data_std=STD,
+                              decoder_mask_ratio=decoder_mask_ratio)
+    engine, step, x = Engine(model), pretrain_step(MEAN, STD), normalize_batch(clips(), MEAN, STD)
+    loss, metrics = step(engine, x, torch.Generator().manual_seed(1))
+    # the model's own draws from the same generator: the encoder mask, then the decoder mask
+    assert torch.equal(loss, model(x, generator=torch.Generator().manual_seed(1))[0])
+    g = torch.Generator().manual_seed(1)
+    mask = model.draw_mask(x, g)
+    decoder_mask = model.draw_decoder_mask(mask, g)
+    assert (decoder_mask is None) == (decoder_mask_ratio == 0)
+    baselines = model.trivial_baselines(x, mask, decoder_mask)
+    assert metrics == {**baselines, "loss_vs_best_baseline": loss.item() / min(baselines.values())}
+    zero = model.forward_loss(x, torch.zeros(*mask.shape, model.patch_dim), mask, decoder_mask)
+    assert metrics["baseline_zero"] == pytest.approx(zero.item(), rel=1e-6)

@@ -34,6 +34,14 @@ def test_baselines_exact_values_on_a_hand_made_target():
     assert values["baseline_nearest"] == 3.75
 
 
+def test_baselines_score_only_the_tokens_a_decoder_mask_keeps():
+    scored = torch.tensor([[False, True, False, False, True, False]])  # tokens 2 and 3 dropped by the decoder
+    values = trivial_baselines(TARGET, MASK, GRID, scored)
+    assert values["baseline_zero"] == 6.0  # tokens 1 and 4 of the errors above: (2 + 10) / 2
+    assert values["baseline_mean"] == 1.0  # their mean [3, 1]: errors 1 and 1
+    assert values["baseline_nearest"] == 5.0  # still copied from the visible tokens 0 and 5: errors 1 and 9
+
+
 def test_best_constant_is_the_best_single_vector():
     gen = torch.Generator().manual_seed(0)
     target = torch.randn(3, 6, 4, generator=gen)

@@ -6,6 +6,7 @@ import time
 
 import pytest
 
+from video_mcmae.config import ConfigError
 from video_mcmae.models import dwconv
 
 
@@ -63,6 +64,24 @@ def test_training_steps(benchmark, tmp_path, capsys):
                              "--batch", "2", "--steps", "1", "--warmup", "0", "--precision", "bf16",
                              "--num-classes", "5", "--device", "cpu"])
     assert row["task"] == "finetune" and row["visible_only"] is None and row["precision"] == "bf16"
+
+
+def test_decoder_mask_rows_take_interleaved_medians(benchmark, fixed_timer, tmp_path, capsys):
+    """The two models are timed in turn, round by round; each row is the median of its rounds and
+    the masked one is compared with the unmasked one (known timings from a stand-in timer)."""
+    fixed_timer(1.0, 1.0, 10.0, 8.0, 30.0, 6.0, 20.0, 9.0)  # two warmups, then (off, on) x 3 rounds
+    out = tmp_path / "decoder_mask.json"
+    rows = benchmark.main(["decoder-mask", "--model", "videoconvmae_tiny_patch16", "--frames", "4", "--img-size", "32",
+                           "--batch", "2", "--steps", "1", "--warmup", "0", "--rounds", "3", "--precision", "fp32",
+                           "--dwconv-backend", "torch", "--device", "cpu", "--json", str(out)])
+    off, on = rows
+    assert (off["decoder_mask_ratio"], on["decoder_mask_ratio"], on["decoder_mask_type"]) == (0.0, 0.5, "running_cell")
+    assert (off["ms_rounds"], on["ms_rounds"]) == ([10.0, 30.0, 20.0], [8.0, 6.0, 9.0])
+    assert (off["ms_per_step"], on["ms_per_step"]) == (20.0, 8.0)
+    assert (off["step_time_vs_unmasked"], on["step_time_vs_unmasked"]) == (1.0, 0.4)
+    assert on["clips_per_s"] == 250.0
+    assert json.loads(out.read_text())["results"] == rows
+    assert "0.4" in capsys.readouterr().out
 
 
 def test_dwconv_micro_benchmark(benchmark, tmp_path):

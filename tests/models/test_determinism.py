@@ -12,7 +12,8 @@ from video_mcmae.models import dwconv
 from tests.conftest import compute_conditions
 
 PRESETS = [("videoconvmae_tiny_patch16", {}), ("videoconvmae_tiny_patch16", {"visible_only": False}),
-           ("videoconvmae_tiny_msd_patch16", {}), ("videoconvvit_tiny_patch16", {"num_classes": 4}),
+           ("videoconvmae_tiny_msd_patch16", {}), ("videoconvmae_tiny_patch16", {"decoder_mask_ratio": 0.5}),
+           ("videoconvvit_tiny_patch16", {"num_classes": 4}),
            ("convmae_convvit_tiny_patch16", {}), ("convvit_tiny_patch16", {"num_classes": 4})]
 
 

@@ -51,6 +51,29 @@ def test_visible_torch_reference(grid, kernel):
     torch.testing.assert_close(y, _masked_dense_reference(rows, index_map, w, b))
 
 
+@pytest.mark.parametrize("autocast", [False, True], ids=["bf16", "autocast"])
+def test_bf16_3d_weight_gradient_on_the_cpu_is_the_fp32_one_rounded(autocast):
+    """torch's CPU bf16 depthwise Conv3d weight gradient of a channels-last input read uninitialised
+    memory: after freed memory was filled with huge values it returned them."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 2, 8, 8, 32, generator=g)
+    w, b = torch.randn(32, 1, 3, 5, 5, generator=g) / 8, torch.randn(32, generator=g)
+    dy = torch.randn(2, 2, 8, 8, 32, generator=g)
+
+    def weight_grad(dtype, enabled):
+        weight = w.clone().requires_grad_(True)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=enabled):
+            y = dwconv.depthwise_conv(x.to(dtype), weight.to(dtype), b.to(dtype), backend="torch")
+        return torch.autograd.grad(y.float(), weight, dy)[0]
+
+    expected = weight_grad(torch.float32, False)
+    for _ in range(3):
+        garbage = [torch.full((n * 4099,), 3e33) for n in range(1, 200)]
+        del garbage
+        got = weight_grad(torch.float32, True) if autocast else weight_grad(torch.bfloat16, False)
+        torch.testing.assert_close(got, expected, rtol=0, atol=0.01 * expected.abs().max().item())
+
+
 def test_visible_positions_inverts_index_map():
     index_map = torch.tensor([[[2, -1], [0, -1]], [[-1, 1], [3, -1]]], dtype=torch.int32)
     pos = dwconv.visible_positions(index_map)

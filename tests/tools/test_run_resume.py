@@ -1,6 +1,7 @@
 """A pretraining run killed with SIGKILL mid-epoch and restarted with --auto_resume ends with the
 same global step, lr and weights as an uninterrupted run (plain `python`, one CPU process each;
-the reference and the victim run side by side)."""
+the reference and the victim run side by side); with decoder masking too, whose masks the resumed
+run must draw again exactly."""
 import os
 import signal
 import subprocess
@@ -16,12 +17,13 @@ STEPS, EPOCHS = 5, 2
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("model_opts", [[], ["--opt", "model.decoder_mask_ratio=0.5"]], ids=["plain", "decoder_mask"])
 def test_sigkill_mid_epoch_then_auto_resume_matches_uninterrupted(tmp_path, synthetic_root, child_env, resume_run_args,
-                                                                  log_records, final_state):
+                                                                  log_records, final_state, model_opts):
     ref_out, out = tmp_path / "reference", tmp_path / "victim"
 
     def args(out, *extra):
-        return [sys.executable, RUN_PRETRAIN, *resume_run_args(out, synthetic_root, STEPS, EPOCHS, *extra)]
+        return [sys.executable, RUN_PRETRAIN, *resume_run_args(out, synthetic_root, STEPS, EPOCHS, *model_opts, *extra)]
 
     reference = subprocess.Popen(args(ref_out), env=child_env, stdout=subprocess.PIPE,
                                  stderr=subprocess.STDOUT, text=True)

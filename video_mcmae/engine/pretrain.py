@@ -20,13 +20,17 @@ from video_mcmae.models import build_model, is_pretraining
 
 def pretrain_step(mean: Sequence[float], std: Sequence[float]) -> StepFn:
     """The training step for clips normalised with `mean`/`std` (config data.mean/std) on the device:
-    -> (loss, the trivial baselines of this batch and mask, and the loss over the best of them)."""
+    -> (loss, the trivial baselines of this batch and masks, and the loss over the best of them).
+    The masks are drawn here, as the model would draw them, so the baselines score the same cubes."""
 
     def step(engine, batch, generator: torch.Generator) -> Tuple[torch.Tensor, Dict[str, float]]:
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         x = to_model_input(x, engine.device, mean, std, input_dtype(engine))
-        loss, _, mask = engine(x, generator=generator)
-        baselines = engine.module.trivial_baselines(x, mask)
+        model = engine.module
+        mask = model.draw_mask(x, generator)
+        decoder_mask = model.draw_decoder_mask(mask, generator)
+        loss, _, mask = engine(x, mask=mask, decoder_mask=decoder_mask)
+        baselines = model.trivial_baselines(x, mask, decoder_mask)
         best = min(baselines.values())
         return loss, {**baselines, "loss_vs_best_baseline": loss.item() / best if best > 0 else math.nan}
 

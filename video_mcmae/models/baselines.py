@@ -1,8 +1,9 @@
 """Trivial predictors of the masked-autoencoder target: the levels a pretraining loss must beat to
 show that the model learned anything from the visible cubes.
 
-All three are scored like the loss (mean squared error per token, averaged over the masked tokens)
-in the model's own target space (`ConvMAEBase.target`, the same normalisation as the loss):
+All three are scored like the loss (mean squared error per token, averaged over the masked tokens,
+or over those a decoder mask keeps) in the model's own target space (`ConvMAEBase.target`, the same
+normalisation as the loss):
 
 - `baseline_zero`: predict zero everywhere (with `norm_pix_loss` this is each cube's own mean);
 - `baseline_mean`: predict the mean masked target of the batch, the best single constant vector;
@@ -11,7 +12,7 @@ in the model's own target space (`ConvMAEBase.target`, the same normalisation as
   nearest in space (Euclidean on the token grid), ties to the lowest token index.
 """
 from functools import lru_cache
-from typing import Dict
+from typing import Dict, Optional
 
 import torch
 
@@ -51,10 +52,12 @@ def nearest_visible(mask: torch.Tensor, grid: tuple) -> torch.Tensor:
 
 
 @torch.no_grad()
-def trivial_baselines(target: torch.Tensor, mask: torch.Tensor, grid: tuple) -> Dict[str, float]:
-    """Target `(B, L, D)` and mask `(B, L)` on the token grid `grid` -> {`log_key(name)`: masked MSE}."""
+def trivial_baselines(target: torch.Tensor, mask: torch.Tensor, grid: tuple,
+                      scored: Optional[torch.Tensor] = None) -> Dict[str, float]:
+    """Target `(B, L, D)` and mask `(B, L)` on the token grid `grid` -> {`log_key(name)`: masked MSE}.
+    `scored` `(B, L)`: the masked tokens scored, all of them by default (a decoder mask scores fewer)."""
     target, mask = target.float(), mask.to(target.device)
-    weights = mask.to(target.dtype)
+    weights = (mask if scored is None else scored.to(target.device)).to(target.dtype)
     mean = (target * weights[..., None]).sum(dim=(0, 1)) / weights.sum().clamp(min=1)
     nearest = target.gather(1, nearest_visible(mask, grid)[..., None].expand_as(target))
     return {

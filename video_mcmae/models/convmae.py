@@ -9,6 +9,7 @@ loop (`ConvViTEncoder.forward_stages`) serves classifiers and pretraining; its l
 """
 import contextlib
 import math
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -20,7 +21,8 @@ from torch.utils.checkpoint import checkpoint
 from .baselines import trivial_baselines
 from .embed import PatchEmbed, build_pos_embed, channels_first
 from .layers import Block, ConvBlock, Pointwise
-from .masking import check_mask, check_mask_settings, draw_mask, upsample_mask
+from .masking import (check_decoder_mask, check_decoder_mask_settings, check_mask, check_mask_settings,
+                      draw_decoder_mask, draw_mask, scored, upsample_mask)
 from .visible import DenseLayout, VisibleLayout
 
 __all__ = ["ConvViTEncoder", "ConvMAEBase", "ConvViTBase", "ConvMAE", "ConvViT", "create_preset"]
@@ -169,11 +171,17 @@ class ConvViTEncoder(nn.Module):
 
 
 class ConvMAEBase(ConvViTEncoder):
-    """Masked-autoencoder pretraining (2D or 3D): `forward(x, mask=None, generator=None) -> (loss, pred, mask)`.
+    """Masked-autoencoder pretraining (2D or 3D):
+    `forward(x, mask=None, generator=None, decoder_mask=None) -> (loss, pred, mask)`.
 
     The conv stages run at visible positions only (`visible_only=True`, `models.visible`) or densely with
     masked depthwise convs (`visible_only=False`, the reference); the transformer then sees the visible
     tokens only, and the decoder sees them plus mask tokens and predicts every token's patch.
+
+    Decoder masking (VideoMAE V2's dual masking, `decoder_mask_ratio` > 0, in training mode only):
+    the decoder sees the visible tokens plus the mask tokens of a share of the masked positions
+    (`decoder_mask_type`, `models.masking`), and the loss scores those kept cubes only. In eval mode
+    the decoder reconstructs every masked cube, so the loss is scored on the full masked set.
     """
 
     def __init__(self, input_size: tuple, strides: tuple, in_chans: int = 3, embed_dims: tuple = (256, 384, 768),
@@ -181,12 +189,16 @@ class ConvMAEBase(ConvViTEncoder):
                  conv_kernel_size: tuple = (5, 5), decoder_embed_dim: int = 512, decoder_depth: int = 8,
                  decoder_num_heads: int = 16, mask_ratio: float = 0.75, mask_type: str = "random",
                  norm_pix_loss: bool = True, norm_pix_std_floor: float = 0.0, msd: bool = True,
-                 learnable_pos: bool = False, visible_only: bool = True, dwconv_backend: str = "auto"):
+                 learnable_pos: bool = False, visible_only: bool = True, dwconv_backend: str = "auto",
+                 decoder_mask_ratio: float = 0.0, decoder_mask_type: str = "running_cell"):
         super().__init__(input_size, strides, in_chans, embed_dims, depths, num_heads, mlp_ratio,
                          conv_kernel_size, learnable_pos, msd=msd, dwconv_backend=dwconv_backend)
         check_mask_settings(mask_type, mask_ratio, self.grid_size)
         self.mask_ratio = mask_ratio
         self.mask_type = mask_type
+        check_decoder_mask_settings(decoder_mask_type, decoder_mask_ratio)
+        self.decoder_mask_ratio = decoder_mask_ratio
+        self.decoder_mask_type = decoder_mask_type
         self.norm_pix_loss = norm_pix_loss
         if not norm_pix_std_floor >= 0:
             raise ValueError(f"norm_pix_std_floor must be >= 0 (0 = the official per-patch std), got {norm_pix_std_floor}")
@@ -268,6 +280,13 @@ class ConvMAEBase(ConvViTEncoder):
     def draw_mask(self, x: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
         return draw_mask(self.mask_type, x.shape[0], self.grid_size, self.mask_ratio, generator, x.device)
 
+    def draw_decoder_mask(self, mask: torch.Tensor, generator: torch.Generator = None) -> Optional[torch.Tensor]:
+        """The decoder mask of a training step among the masked positions of `mask`, drawn from the
+        same generator after it; None (every masked cube decoded) at ratio 0 or in eval mode."""
+        if not (self.training and self.decoder_mask_ratio > 0):
+            return None
+        return draw_decoder_mask(self.decoder_mask_type, mask, self.grid_size, self.decoder_mask_ratio, generator)
+
     # -- encoder ---------------------------------------------------------------------------------
     def forward_encoder(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """(B, C, *S) + mask -> normalised visible tokens `(B, N_vis, C3)`."""
@@ -279,37 +298,57 @@ class ConvMAEBase(ConvViTEncoder):
         return self.norm(x)
 
     # -- decoder and loss ------------------------------------------------------------------------
-    def forward_decoder(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Visible tokens -> predictions `(B, L3, patch_dim)` for every token (mask tokens fill the gaps)."""
+    def forward_decoder(self, x: torch.Tensor, mask: torch.Tensor, decoder_mask: torch.Tensor = None) -> torch.Tensor:
+        """Visible tokens -> predictions `(B, L3, patch_dim)` for every token (mask tokens fill the gaps).
+
+        With a `decoder_mask` the decoder runs on the visible tokens and the kept mask tokens only,
+        each with its position embedding; the rows of dropped positions are zero."""
         x = self.decoder_embed(x)
         full = self.mask_token.to(x.dtype).expand(mask.shape[0], mask.shape[1], -1)
         x = full.masked_scatter(~mask.unsqueeze(-1), x)
         x = x + self.decoder_pos_embed
+        kept = None if decoder_mask is None else ~decoder_mask.unsqueeze(-1)
+        if kept is not None:
+            x = x.masked_select(kept).view(x.shape[0], -1, x.shape[-1])
         for blk in self.decoder_blocks:
             x = blk(x)
-        return self.decoder_pred(self.decoder_norm(x))
+        x = self.decoder_pred(self.decoder_norm(x))
+        if kept is not None:
+            x = x.new_zeros(*mask.shape, x.shape[-1]).masked_scatter(kept, x)
+        return x
 
-    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Mean squared error over the masked patches only."""
+    def forward_loss(self, x: torch.Tensor, pred: torch.Tensor, mask: torch.Tensor,
+                     decoder_mask: torch.Tensor = None) -> torch.Tensor:
+        """Mean squared error over the masked patches only (those the decoder keeps, with a `decoder_mask`)."""
         loss = (pred.float() - self.target(x.float())).pow(2).mean(dim=-1)
+        mask = scored(mask, decoder_mask)
         return (loss * mask).sum() / mask.sum().clamp(min=1)
 
-    def trivial_baselines(self, x: torch.Tensor, mask: torch.Tensor) -> dict:
-        """The losses of trivial predictors on these masked tokens, in the loss's target space:
+    def trivial_baselines(self, x: torch.Tensor, mask: torch.Tensor, decoder_mask: torch.Tensor = None) -> dict:
+        """The losses of trivial predictors on the tokens the loss scores (the masked ones, less those
+        a `decoder_mask` drops), in the loss's target space:
         {'baseline_zero', 'baseline_mean', 'baseline_nearest': float} (`models.baselines`)."""
         with torch.no_grad():
-            return trivial_baselines(self.target(x.float()), mask, self.grid_size)
+            return trivial_baselines(self.target(x.float()), mask, self.grid_size, scored(mask, decoder_mask))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor = None, generator: torch.Generator = None) -> tuple:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor = None, generator: torch.Generator = None,
+                decoder_mask: torch.Tensor = None) -> tuple:
+        """`mask` and `decoder_mask` default to draws from `generator` (the decoder mask only in
+        training mode with `decoder_mask_ratio` > 0, see `draw_decoder_mask`)."""
         self.check_input(x)
         if mask is None:
             mask = self.draw_mask(x, generator)
         else:
             check_mask(mask, x.shape[0], self.grid_size)
             mask = mask.to(x.device)
+        if decoder_mask is None:
+            decoder_mask = self.draw_decoder_mask(mask, generator)
+        else:
+            check_decoder_mask(decoder_mask, mask)
+            decoder_mask = decoder_mask.to(x.device)
         latent = self.forward_encoder(x, mask)
-        pred = self.forward_decoder(latent, mask)
-        return self.forward_loss(x, pred, mask), pred, mask
+        pred = self.forward_decoder(latent, mask, decoder_mask)
+        return self.forward_loss(x, pred, mask, decoder_mask), pred, mask
 
 
 class ConvViTBase(ConvViTEncoder):

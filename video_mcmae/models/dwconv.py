@@ -173,6 +173,12 @@ def _same_padding(weight):
 
 def _torch_dense(x, weight, bias):
     x = x.movedim(-1, 1)
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if x.device.type == "cpu" and x.dim() == 5 and dtype == torch.bfloat16:
+        # torch's CPU bf16 depthwise Conv3d weight gradient of a channels-last input reads
+        # uninitialised memory (values up to 1e34, or not, by what the allocator hands out):
+        # give it a channels-first one
+        x = x.contiguous()
     if x.device.type == "cpu" and torch.are_deterministic_algorithms_enabled():
         y = _SerialWeightGradConv.apply(x, weight, bias)
     else:

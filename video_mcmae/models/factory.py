@@ -56,6 +56,7 @@ def build_model(m: ModelConfig, linprobe: bool = False, data: Optional[DataConfi
     if is_pretraining(m.name):  # config.validate has refused drop path / dropout for these
         kwargs.update(mask_ratio=m.mask_ratio, mask_type=m.mask_type, norm_pix_loss=m.norm_pix_loss,
                       visible_only=m.visible_only)
+        kwargs.update(decoder_mask_ratio=m.decoder_mask_ratio, decoder_mask_type=m.decoder_mask_type)
         if data is not None and m.name.startswith("video"):
             kwargs.update(data_mean=tuple(data.mean), data_std=tuple(data.std))
     else:
