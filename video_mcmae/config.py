@@ -137,7 +137,7 @@ class RunConfig:
     eval_every: int = 5  # epochs between validations (finetuning)
     keep_checkpoints: int = 2  # epoch checkpoints kept besides best/last; 0 keeps all
     accept_train_list_change: bool = False  # resume although the train list's sample count changed since the checkpoint
-    deterministic: bool = False  # bit-reproducible kernels at any thread count (README "Reproducibility"); a little slower
+    deterministic: bool = False  # CUDA: deterministic algorithms and cuDNN (the CPU kernels repeat without it; docs/training.md)
     tensorboard: bool = True
 
 

@@ -135,14 +135,12 @@ def seed_all(seed: int) -> None:
 
 
 def set_deterministic(enabled: bool) -> None:
-    """`run.deterministic`: kernels that give the same bits on every call, at any thread count.
-
-    On the CPU this is exact (tested): the one op found not reproducible with several threads, the
-    oneDNN depthwise-conv weight gradient in bf16, is then computed by one thread
-    (`models.dwconv`). On CUDA, torch's deterministic algorithms and cuDNN's deterministic mode are
-    switched on, and an op without a deterministic CUDA implementation warns (naming it) instead of
-    failing; cuBLAS reads its workspace setting (CUBLAS_WORKSPACE_CONFIG, set by the command-line
-    layer) before the first CUDA matrix product.
+    """`run.deterministic`: torch's deterministic algorithms and cuDNN's deterministic mode, for
+    CUDA, where atomics and cuDNN's algorithm search otherwise make gradients vary from call to
+    call. An op without a deterministic CUDA implementation warns (naming it) instead of failing;
+    cuBLAS reads its workspace setting (CUBLAS_WORKSPACE_CONFIG, set by the command-line layer)
+    before the first CUDA matrix product. The CPU kernels this project runs give the same bits on
+    every call at a fixed thread count without it (tests/models/test_determinism.py).
     """
     torch.use_deterministic_algorithms(enabled, warn_only=True)
     torch.backends.cudnn.deterministic = enabled

@@ -14,10 +14,11 @@ rejects them. Importing this module loads nothing: the kernels are imported when
 use them is built on a machine with CUDA (so that torch.compile never traces the import), or at
 the first call that runs them.
 
-Determinism: the Triton kernels sum in a fixed order. On the CPU, oneDNN's reduced-precision
-depthwise Conv3d weight gradient is not bit-reproducible from call to call with more than one
-thread (bf16, small grids: 48 channels over (2, 4, 4)); under `torch.use_deterministic_algorithms`
-(`run.deterministic`) the torch backend therefore computes that gradient with one thread.
+Determinism: the Triton kernels sum in a fixed order. On the CPU, torch 2.14's bf16 depthwise
+Conv3d weight gradient of a channels-last input reads uninitialised memory on grids shallower than
+the kernel (e.g. 48 channels over (2, 4, 4) with a 3x5x5 kernel: values up to 1e31, different from
+call to call by what the allocator hands out, at any thread count); the torch backend gives it a
+channels-first input, whose gradient is right and the same bits on every call.
 """
 import importlib
 import importlib.util
@@ -135,38 +136,6 @@ def _autocast(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-class _SerialWeightGradConv(torch.autograd.Function):
-    """A grouped 'same' convolution whose weight and bias gradients are computed by one thread: the
-    only sums over the whole batch and grid, and the part of oneDNN's backward that is not
-    reproducible with several threads. The forward pass and the input gradient keep every thread."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias):
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        conv = F.conv3d if x.dim() == 5 else F.conv2d
-        return conv(x, weight, bias, padding=_same_padding(weight), groups=x.shape[1])
-
-    @staticmethod
-    def backward(ctx, dy):
-        x, weight = ctx.saved_tensors
-        nd = x.dim() - 2
-
-        def grads(mask):
-            return torch.ops.aten.convolution_backward(
-                dy, x, weight, [weight.shape[0]] if ctx.has_bias else None, [1] * nd, list(_same_padding(weight)),
-                [1] * nd, False, [0] * nd, x.shape[1], mask)
-
-        dx = grads([True, False, False])[0] if ctx.needs_input_grad[0] else None
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            _, dw, db = grads([False, ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]])
-        finally:
-            torch.set_num_threads(threads)
-        return dx, dw, db
-
-
 def _same_padding(weight):
     return tuple(k // 2 for k in weight.shape[2:])
 
@@ -179,11 +148,8 @@ def _torch_dense(x, weight, bias):
         # uninitialised memory (values up to 1e34, or not, by what the allocator hands out):
         # give it a channels-first one
         x = x.contiguous()
-    if x.device.type == "cpu" and torch.are_deterministic_algorithms_enabled():
-        y = _SerialWeightGradConv.apply(x, weight, bias)
-    else:
-        conv = F.conv3d if x.dim() == 5 else F.conv2d
-        y = conv(x, weight, bias, padding=_same_padding(weight), groups=x.shape[1])
+    conv = F.conv3d if x.dim() == 5 else F.conv2d
+    y = conv(x, weight, bias, padding=_same_padding(weight), groups=x.shape[1])
     return y.movedim(1, -1)
 
 
