@@ -51,6 +51,15 @@ ENCODER_KWARGS = ("embed_dims", "depths", "num_heads", "mlp_ratio", "conv_kernel
 VAL_MASK_SEED, TEST_MASK_SEED = 1001, 1002
 
 
+# The default scenes: one large textured object over a faint ramp background with a small camera
+# pan, so that the moving object is what a masked cube mostly holds (chosen on validation,
+# docs/ssl_evaluation.md).
+DEFAULT_STYLE = SceneStyle(min_objects=1, max_objects=1, background="ramp", contrast=0.3, object_scale=2.0, camera=0.1)
+# The pretext: raw-pixel target, tube mask 0.75, a small decoder (64 wide, 2 blocks).
+DEFAULT_PRETEXT = dict(norm_pix_loss=False, mask_ratio=0.75, mask_type="tube", decoder_embed_dim=64, decoder_depth=2,
+                       decoder_num_heads=2)
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     # data
@@ -60,12 +69,12 @@ class EvalConfig:
     pool_per_class: int = 1000
     val_per_class: int = 100
     test_per_class: int = 200
-    style: SceneStyle = SceneStyle()
+    style: SceneStyle = DEFAULT_STYLE
     data_seed: int = 0
     # model and pretext
     preset: str = "tiny"
-    model_kwargs: Dict = field(default_factory=dict)  # the pretraining model's (mask, decoder, target)
-    pretrain: PretrainRecipe = PretrainRecipe()
+    model_kwargs: Dict = field(default_factory=lambda: dict(DEFAULT_PRETEXT))  # the pretraining model's
+    pretrain: PretrainRecipe = PretrainRecipe(steps=4000, lr=1.5e-3, eval_every=250)
     pt_seeds: Tuple[int, ...] = (0, 1, 2)
     pretext_clips: int = 128  # validation / test clips the pretext loss is scored on
     # frozen evaluation
@@ -76,11 +85,11 @@ class EvalConfig:
     # finetuning
     budgets: Tuple[float, ...] = (0.01, 0.03, 0.1, 1.0)  # fractions of the pool's labels
     ft_lrs: Tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-    finetune: FinetuneRecipe = FinetuneRecipe()
+    finetune: FinetuneRecipe = FinetuneRecipe(eval_every=100, patience=8, max_steps=3000)
     drop_path: float = 0.1
     seeds: Tuple[int, ...] = (0, 1, 2)  # downstream seeds; seed i uses pretraining seed i (cycling)
     matched_budgets: Tuple[float, ...] = (0.1,)
-    workers: int = 1
+    workers: int = 2
 
     @property
     def class_names(self) -> Tuple[str, ...]:
@@ -88,6 +97,13 @@ class EvalConfig:
 
     def per_class(self, budget: float) -> int:
         return max(1, round(budget * self.pool_per_class))
+
+
+# The plumbing at the smallest sizes the models take (`tools/eval_ssl.py --quick`, the tests).
+QUICK = dict(frames=4, size=32, pool_per_class=8, val_per_class=4, test_per_class=4, pretext_clips=8, knn_k=3,
+             budgets=(0.25, 1.0), matched_budgets=(0.25,), seeds=(0, 1), pt_seeds=(0, 1), workers=1,
+             pretrain=PretrainRecipe(steps=4, eval_every=2, batch=4), probe=HeadRecipe(epochs=2, eval_every=1),
+             finetune=FinetuneRecipe(max_steps=4, eval_every=2, batch=4, warmup_steps=1))
 
 
 # ----------------------------------------------------------------------------- models
@@ -208,6 +224,32 @@ def _call(job):
     return fn(*args)
 
 
+def _to_numpy(obj):
+    """Tensors -> arrays, recursively: a worker's results then travel by plain pickling instead of
+    one shared-memory file descriptor per tensor (thousands of weights per protocol run)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.numpy()
+    if isinstance(obj, dict):
+        return {k: _to_numpy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_numpy(v) for v in obj)
+    return obj
+
+
+def _to_torch(obj):
+    if isinstance(obj, np.ndarray):
+        return torch.from_numpy(obj)
+    if isinstance(obj, dict):
+        return {k: _to_torch(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_torch(v) for v in obj)
+    return obj
+
+
+def _call_in_worker(job):
+    return _to_numpy(_call(job))
+
+
 # ----------------------------------------------------------------------------- main side
 
 
@@ -232,7 +274,7 @@ class _Runner:
     def map(self, jobs: List[tuple]) -> List[dict]:
         if self.pool is None:
             return [_call(job) for job in jobs]
-        return self.pool.map(_call, jobs, chunksize=1)
+        return [_to_torch(r) for r in self.pool.map(_call_in_worker, jobs, chunksize=1)]
 
     def close(self) -> None:
         if self.pool is not None:
