@@ -32,8 +32,8 @@ def check_writable(path: str, what: str) -> str:
     existing = path
     while not os.path.isdir(existing):
         if os.path.lexists(existing):
-            raise OutputError(f"{what} {path!r}: a file is where a folder is needed ({existing}); remove it, or "
-                              "choose another output folder")
+            raise OutputError(f"{what} ({existing}): a file is where a folder is needed: remove it, or choose "
+                              "another output folder")
         existing = os.path.dirname(existing)
     probe = os.path.join(existing, f".write-probe.{os.getpid()}")
     try:
