@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
+import tempfile
 from typing import Optional, Sequence
 
 from video_mcmae.errors import OutputError
@@ -35,9 +37,9 @@ def check_writable(path: str, what: str) -> str:
             raise OutputError(f"{what} ({existing}): a file is where a folder is needed: remove it, or choose "
                               "another output folder")
         existing = os.path.dirname(existing)
-    probe = os.path.join(existing, f".write-probe.{os.getpid()}")
-    try:
-        os.close(os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    try:  # a random name: every rank of every node may probe the same folder at once
+        fd, probe = tempfile.mkstemp(prefix=".write-probe-", dir=existing)
+        os.close(fd)
         os.unlink(probe)
     except OSError as e:
         why = ("the file system is read-only" if e.errno == errno.EROFS
@@ -55,7 +57,7 @@ def summarise(names: Sequence[str], what: str, list_path: str, lines: Optional[S
     if len(names) <= SHOWN:
         return f"{len(names)} {what}: {', '.join(names)}"
     os.makedirs(os.path.dirname(os.path.abspath(list_path)), exist_ok=True)
-    tmp = f"{list_path}.{os.getpid()}.tmp"  # every rank may write the same list
+    tmp = f"{list_path}.{socket.gethostname()}.{os.getpid()}.tmp"  # every rank may write the same list
     with open(tmp, "w", encoding="utf-8") as f:
         f.writelines(f"{line}\n" for line in (names if lines is None else lines))
     os.replace(tmp, list_path)

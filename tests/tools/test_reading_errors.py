@@ -146,6 +146,16 @@ def test_training_refuses_an_unwritable_output_dir(synthetic_root, capsys):
 # Edited or hostile inputs
 
 
+def test_export_of_a_folder_holding_a_fifo_is_one_line(files, tmp_path, capsys):
+    run = tmp_path / "run"
+    (run / "epoch-0001").mkdir(parents=True)
+    (run / "epoch-0001" / MODEL_STATES).write_bytes((files / "run" / "epoch-0001" / MODEL_STATES).read_bytes())
+    os.mkfifo(run / "epoch-0001" / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
+    line = _one_error(export_tool.main([str(run / "epoch-0001"), str(tmp_path / "w")]), capsys.readouterr().err)
+    assert line.startswith(f"error: {run / 'epoch-0001' / 'zero_pp_rank_0_mp_rank_00_optim_states.pt'} is a FIFO, "
+                           "not a file")
+
+
 @pytest.mark.parametrize("edit", ["no model", "model a list", "unknown preset"])
 def test_multiview_test_on_an_edited_export_is_one_line(files, tmp_path, edit, capsys):
     info = json.loads((files / "tiny.json").read_text())
