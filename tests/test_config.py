@@ -178,9 +178,35 @@ def test_bad_override_syntax_and_missing_file(tmp_path):
         load_config(None, ["optim.epochs"])
     with pytest.raises(ConfigError, match="not found"):
         load_config(str(tmp_path / "nope.yaml"))
-    bad = write(tmp_path / "bad.yaml", "optim: [1, 2")
-    with pytest.raises(ConfigError, match="not valid YAML"):
+    bad = write(tmp_path / "bad.yaml", "run:\n  seed: 1\noptim: [1, 2\n")
+    with pytest.raises(ConfigError) as err:
         load_config(bad)
+    assert str(err.value).startswith(f"{bad}:4: not valid YAML (while parsing a flow sequence expected ',' or ']'")
+    assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^override 'optim.betas=\[0.9,': value is not valid YAML \([^\n]*\)$"):
+        load_config(None, ["optim.betas=[0.9,"])
+
+
+@pytest.mark.parametrize("text, key, lines", [
+    ("run:\n  save_every: 1\noptim:\n  lr: 0.1\nrun:\n  save_every: 20\n", "run", (1, 5)),  # a section twice
+    ("optim:\n  lr: 0.1\n  epochs: 3\n  lr: 0.2\n", "lr", (2, 4)),
+    ("model:\n  kwargs:\n    a: 1\n    a: 2\n", "a", (3, 4)),
+    ("optim: {lr: 0.1, lr: 0.2}\n", "lr", (1, 1)),
+])
+def test_a_key_given_twice_is_an_error_naming_it_and_both_lines(tmp_path, text, key, lines):
+    path = write(tmp_path / "twice.yaml", text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}:{lines[1]}: key {key!r} is given twice (lines {lines[0]} and {lines[1]}); "
+                              "keep one of them")
+    with pytest.raises(ConfigError, match=f"key 'lr' is given twice"):
+        load_config(None, ["optim={lr: 1, lr: 2}"])
+
+
+def test_yaml_merge_keys_still_override(tmp_path):
+    path = write(tmp_path / "merge.yaml", "optim:\n  <<: {lr: 0.1, epochs: 3, warmup_epochs: 1}\n  lr: 0.2\n")
+    cfg = load_config(path)
+    assert (cfg.optim.lr, cfg.optim.epochs) == (0.2, 3)
 
 
 def test_save_round_trip(tmp_path):

@@ -70,3 +70,37 @@ def test_saved_configs_never_replace_an_earlier_one(tmp_path):
     (tmp_path / "eval_config.yaml").write_text("")
     assert run_folder.config_file(out, resuming=False, eval_only=True) == "eval_config-1.yaml"
     assert run_folder.report_dir(out) == str(tmp_path / "test")
+
+
+@pytest.mark.parametrize("target", ["../other_run/epoch-0001", "{other}/epoch-0001", "sub/epoch-0001", "..",
+                                    "link"])
+def test_latest_may_only_name_a_folder_of_the_run(tmp_path, target):
+    run, other = tmp_path / "run", tmp_path / "other_run"
+    _fake_ckpt(other, "epoch-0001")
+    _fake_ckpt(run, "epoch-0002")
+    _fake_ckpt(run / "sub", "epoch-0001")
+    os.symlink(other / "epoch-0001", run / "link")  # a link inside the run leading out of it
+    (run / "latest").write_text(target.format(other=other))
+    for look in (run_folder.read_latest, run_folder.find_auto_resume, run_folder.resolve_checkpoint):
+        with pytest.raises(CheckpointError, match=f"^{run / 'latest'} names .*which is not a folder of this run folder"):
+            look(str(run))
+
+
+def test_a_link_inside_the_run_folder_is_followed(tmp_path):
+    _fake_ckpt(tmp_path, "epoch-0002")
+    os.symlink(tmp_path / "epoch-0002", tmp_path / "best")
+    run_folder.write_latest(str(tmp_path), "best")
+    assert run_folder.read_latest(str(tmp_path)) == "best"
+
+
+def test_a_latest_that_is_not_utf8_is_named(tmp_path):
+    _fake_ckpt(tmp_path, "epoch-0002")
+    (tmp_path / "latest").write_bytes(b"epoch-\xff\xfe0002")
+    with pytest.raises(CheckpointError, match=f"^{tmp_path / 'latest'} is not a UTF-8 tag name.*or delete it"):
+        run_folder.find_auto_resume(str(tmp_path))
+
+
+def test_a_latest_that_is_a_fifo_is_not_opened(tmp_path):
+    _fake_ckpt(tmp_path, "epoch-0002")
+    os.mkfifo(tmp_path / "latest")
+    assert run_folder.find_auto_resume(str(tmp_path)) == str(tmp_path / "epoch-0002")

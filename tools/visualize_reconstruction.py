@@ -38,6 +38,7 @@ from video_mcmae.cli import run_cli
 from video_mcmae.data.lists import DataListError
 from video_mcmae.data.readers import VideoReadError, open_video
 from video_mcmae.models import draw_mask
+from video_mcmae.paths import check_writable
 from video_mcmae.weights import CheckpointError
 
 PANELS = ("original", "masked input", "reconstruction", "error")
@@ -201,6 +202,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     overrides = {k: v for k, v in (("num_frames", args.num_frames), ("img_size", args.img_size)) if v is not None}
     stem = os.path.join(args.out, (args.name or os.path.splitext(os.path.basename(args.input))[0]) + "_recon")
+    check_writable(args.out, "--out")  # before the model runs
     earlier = [f"{stem}.{ext}" for ext in OUTPUTS if os.path.exists(f"{stem}.{ext}")]
     if earlier and not args.overwrite:
         print(f"error: {earlier[0]} exists; pass --overwrite to replace it, or choose another --out or --name",

@@ -173,14 +173,55 @@ class Config:
 # Loading and merging
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """`yaml.safe_load`, except that a key given twice in one mapping (at any depth) is an error:
+    PyYAML keeps the last silently, so a second `run:` section would replace the whole first one."""
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            lines: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` overrides by design
+                    continue
+                key = self.construct_object(key_node, deep=True)
+                line = key_node.start_mark.line + 1
+                try:
+                    if key in lines:
+                        raise yaml.constructor.ConstructorError(
+                            None, None, f"key {key!r} is given twice (lines {lines[key]} and {line}); keep one of them",
+                            key_node.start_mark)
+                    lines[key] = line
+                except TypeError:  # an unhashable key: the base class reports it
+                    continue
+        return super().construct_mapping(node, deep)
+
+
+def _yaml_problem(e: yaml.YAMLError) -> Tuple[Optional[int], str]:
+    """(line, what) of a YAML error, on one line."""
+    mark = getattr(e, "problem_mark", None)
+    what = " ".join(str(part) for part in (getattr(e, "context", None), getattr(e, "problem", None)) if part)
+    return (mark.line + 1 if mark is not None else None), " ".join((what or str(e)).split())
+
+
+def parse_yaml(text: Any) -> Any:
+    """YAML text (or an open file) parsed like `yaml.safe_load`, refusing keys given twice."""
+    return yaml.load(text, Loader=_StrictLoader)
+
+
 def _read_yaml(path: str) -> Dict[str, Any]:
     if not os.path.isfile(path):
         raise ConfigError(f"config file not found: {path!r}; give a path to an existing YAML file")
     with open(path, "r", encoding="utf-8") as f:
         try:
-            data = yaml.safe_load(f)
+            data = parse_yaml(f)
+        except yaml.constructor.ConstructorError as e:
+            line, what = _yaml_problem(e)
+            if "given twice" in what:
+                raise ConfigError(f"{path}:{line}: {what}") from None
+            raise ConfigError(f"{path}:{line}: not valid YAML ({what}); fix the file there") from None
         except yaml.YAMLError as e:
-            raise ConfigError(f"config file {path!r} is not valid YAML: {e}") from None
+            line, what = _yaml_problem(e)
+            raise ConfigError(f"{path}:{line}: not valid YAML ({what}); fix the file there") from None
         except UnicodeDecodeError as e:
             raise ConfigError(f"config file {path!r} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} "
                               f"at offset {e.start}); save it as UTF-8") from None
@@ -254,9 +295,9 @@ def parse_override(opt: str) -> Dict[str, Any]:
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {opt!r} has an empty key; write section.key=value")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        value = parse_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise ConfigError(f"override {opt!r}: value is not valid YAML ({e})") from None
+        raise ConfigError(f"override {opt!r}: value is not valid YAML ({_yaml_problem(e)[1]})") from None
     out: Dict[str, Any] = value
     for part in reversed(key.split(".")):
         out = {part: out}

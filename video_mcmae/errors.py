@@ -41,6 +41,10 @@ class ApiError(ValueError):
     """Something the caller of `video_mcmae.api` asked for that cannot work; the message says what to change."""
 
 
+class OutputError(ValueError):
+    """An output location that cannot be written (checked before the work starts, `paths.check_writable`)."""
+
+
 class MultiViewError(ValueError):
     """Shards or views that cannot be merged into a complete, consistent result."""
 

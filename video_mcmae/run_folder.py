@@ -77,13 +77,32 @@ def is_complete(ckpt_dir: str) -> bool:
 
 
 def read_latest(out_dir: str) -> Optional[str]:
-    """The tag `latest` names, if it points at a complete checkpoint."""
+    """The tag `latest` names, if it points at a complete checkpoint.
+
+    The tag must name a folder of this run folder: a path (`../other_run/epoch-0001`, an
+    absolute path) or a link leading out of it is refused, so that a resume never continues
+    another run. A `latest` that is not a file (a FIFO) is not opened.
+    """
     path = os.path.join(out_dir, LATEST)
     if not os.path.isfile(path):
         return None
-    with open(path, "r", encoding="utf-8") as f:
-        tag = f.read().strip()
-    return tag if tag and is_complete(os.path.join(out_dir, tag)) else None
+    with open(path, "rb") as f:
+        raw = f.read(4096)
+    try:
+        tag = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise CheckpointError(f"{path} is not a UTF-8 tag name (it should hold e.g. 'epoch-0005'); write the "
+                              "tag of a checkpoint folder into it, or delete it (--auto_resume then takes the "
+                              "newest epoch folder)") from None
+    if not tag:
+        return None
+    inside = os.path.realpath(os.path.join(out_dir, tag))
+    if (os.path.basename(tag) != tag or tag in (".", "..")
+            or os.path.dirname(inside) != os.path.realpath(out_dir)):
+        raise CheckpointError(f"{path} names {tag!r}, which is not a folder of this run folder (a path or a "
+                              "link leading out of it); write the tag of one of its checkpoint folders into it "
+                              "(e.g. epoch-0005), or delete it")
+    return tag if is_complete(os.path.join(out_dir, tag)) else None
 
 
 def write_latest(out_dir: str, tag: str) -> None:

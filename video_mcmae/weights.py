@@ -25,6 +25,8 @@ import glob
 import importlib
 import json
 import os
+import re
+import stat
 import zipfile
 from dataclasses import dataclass, field
 from typing import Any, Dict, Optional, Sequence, Tuple
@@ -35,9 +37,22 @@ from safetensors.torch import load_file
 from torch.serialization import get_unsafe_globals_in_checkpoint, safe_globals
 
 from video_mcmae.errors import CheckpointError
+from video_mcmae.presets import PRESETS
 from video_mcmae.run_folder import MODEL_STATES, resolve_checkpoint
 
 ZERO_OPTIM_STATES = "*zero_pp_rank_*optim_states.pt"
+_ZERO_RANK = re.compile(r"zero_pp_rank_(\d+)_mp_rank_\d+_optim_states\.pt$")
+# torch.save stores every zip member uncompressed, so a member of a torch file never declares more
+# than the file's own size. A member declaring more was deflated by another tool; up to
+# MAX_INFLATION times the file's size (plus INFLATION_SLACK for tiny files) is still read, so a
+# re-zipped checkpoint works. Anything beyond is refused before it is inflated: a 1.5 MB file
+# whose member inflates to 1.5 GB (1000:1) would otherwise drive a reader to gigabytes of memory.
+MAX_INFLATION = 4
+INFLATION_SLACK = 1 << 20
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_UNPICKLER = "WeightsUnpickler error:"
+_ADVICE = ("Weights only load failed", "Please file", "Check the documentation", "(1)", "(2)")
 # The non-tensor types DeepSpeed (0.19) pickles into a tag folder: the ZeRO optimizer files hold the
 # loss scaler (static; dynamic for fp16), the ZeRO stage and the address of every parameter
 # fragment. Everything else in its files (tensors, dtypes, sizes, plain containers) and in our
@@ -116,22 +131,101 @@ def unwrap_state_dict(source: Any, path: str = "") -> Dict[str, torch.Tensor]:
 def read_state_dict_file(path: str) -> Dict[str, torch.Tensor]:
     """A `.safetensors` file, or a `.pth`/`.pt` file read with `weights_only=True` (no code runs)."""
     if path.endswith(".safetensors"):
+        # safetensors checks the header's offsets against the file's size and maps the tensors:
+        # no amplification to bound here.
         try:
             source = load_file(path)
         except SafetensorError as err:
             raise CheckpointError(f"cannot read {path} as a safetensors file ({err}); is the file complete?") from None
     else:
-        try:
-            source = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # any unpickling failure: name the file instead of a pickle traceback
-            # torch's weights-only refusal is a page of advice; its one line about this file is kept
-            lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-            detail = next((line for line in lines[1:] if not line.startswith(("Please file", "Check the documentation"))),
-                          lines[0] if lines else type(err).__name__)
-            raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint ({detail}): it is not a "
-                                  "torch file or holds objects other than tensors (never run here); export plain "
-                                  "tensors (e.g. with safetensors) and load those") from None
+        source = load_torch_file(path, "give tensors saved with torch.save or safetensors",
+                                 incomplete="is it a complete torch file? Else")
     return unwrap_state_dict(source, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Torch files
+
+
+def check_zip_sizes(path: str) -> None:
+    """Refuse a torch zip archive with a member whose declared uncompressed size is absurd for the
+    file's size (`MAX_INFLATION`), naming the file and the member; nothing is inflated. Files
+    that are not zip archives are left to the reader."""
+    size = os.path.getsize(path)
+    limit = MAX_INFLATION * size + INFLATION_SLACK
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = archive.infolist()
+    except zipfile.BadZipFile:
+        return
+    total = 0
+    for member in members:
+        total += member.file_size
+        if total > limit:
+            raise CheckpointError(
+                f"{path}: zip member {member.filename!r} declares {member.file_size} bytes uncompressed in a "
+                f"{size}-byte file (more than {MAX_INFLATION}x the file; torch stores its files uncompressed); "
+                "it was not read — the file is damaged or hostile: use a checkpoint written by torch.save")
+
+
+def _error_detail(err: Exception) -> str:
+    """torch's reason for refusing a file, one line: the global it refused, else its first line
+    that is not advice (torch's pages suggest loading with weights_only=False, which would run
+    the file's code); terminal colour codes removed."""
+    text = _ANSI.sub("", str(err))
+    found = _GLOBAL.search(text)
+    if found:
+        return f"unsupported global {found.group(1)}"
+    lines = [line.split(_UNPICKLER, 1)[-1].strip() for line in text.splitlines()]
+    lines = [line for line in lines if line and "weights_only" not in line and not line.startswith(_ADVICE)]
+    return lines[0].rstrip(".") if lines else f"{type(err).__name__}: not a torch file"
+
+
+def _import_types(names: Sequence[str]) -> list:
+    # The classes themselves, imported only when a file holds them: deepspeed is heavy to import
+    # (accelerator probing) and folders without ZeRO files never need it.
+    types = []
+    for name in names:
+        module, _, attr = name.rpartition(".")
+        types.append(getattr(importlib.import_module(module), attr))
+    return types
+
+
+def _not_plain_weights(path: str, what: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint file {path} contains code or objects that are not plain weights ({what}); it was "
+        "not loaded — only resume/export checkpoints you made or trust"
+    )
+
+
+def load_torch_file(path: str, fix: str, allowed: Sequence[str] = (), mmap: bool = False,
+                    incomplete: str = "is the file complete? Else") -> Any:
+    """A torch file read weights-only, with the globals named in `allowed` (dotted names) also
+    permitted. Any other global (a function, a foreign class: code that unpickling would run)
+    refuses the file, naming it and the global, before anything in it is built; so does a zip
+    member declaring an absurd size (`check_zip_sizes`). Other failures raise a `CheckpointError`
+    naming the file, torch's one-line reason, `incomplete` and the `fix`."""
+    check_zip_sizes(path)
+    found: Sequence[str] = ()
+    # For a legacy (non-zip) torch file, torch's weights-only reader names the global it refuses.
+    if zipfile.is_zipfile(path):
+        try:
+            found = get_unsafe_globals_in_checkpoint(path)
+        except Exception as e:  # a damaged archive or pickle: name the file instead of a traceback
+            raise CheckpointError(f"cannot read {path} as a torch file ({_error_detail(e)}); {incomplete} "
+                                  f"{fix}") from None
+        foreign = [name for name in found if name not in allowed]
+        if foreign:
+            raise _not_plain_weights(path, ", ".join(foreign))
+    try:
+        with safe_globals(_import_types(found)):
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception as e:
+        detail = _error_detail(e)
+        if detail.startswith("unsupported global"):
+            raise _not_plain_weights(path, detail.split()[-1]) from None
+        raise CheckpointError(f"cannot read {path} as a weights-only torch checkpoint ({detail}); {incomplete} "
+                              f"{fix}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -164,7 +258,21 @@ def _read_export(sf_path: str, json_path: str) -> Weights:
     return _export(sf_path, info)
 
 
+def _check_export_info(json_path: str, info: Dict[str, Any]) -> None:
+    """Refuse an export record that was edited into something the export never writes."""
+    model, data, preset = info.get("model"), info.get("data"), info.get("preset")
+    problem = ("has no 'model' mapping" if not isinstance(model, dict)
+               else "has a 'data' entry that is not a mapping" if data is not None and not isinstance(data, dict)
+               else f"names preset {preset!r}, which is not a model preset" if preset not in PRESETS
+               else f"names preset {preset!r} but its model is {model.get('name')!r}"
+               if model.get("name", preset) != preset else "")
+    if problem:
+        raise CheckpointError(f"{json_path} {problem}; it was changed after the export: export the weights again "
+                              "with tools/export_weights.py")
+
+
 def _export(sf_path: str, info: Dict[str, Any]) -> Weights:
+    _check_export_info(export_paths(sf_path)[1], info)
     config = {"model": info["model"], **({"data": info["data"]} if info.get("data") else {})}
     return Weights(read_state_dict_file(sf_path), "export", info["preset"], config, info, sf_path)
 
@@ -173,56 +281,57 @@ def _export(sf_path: str, info: Dict[str, Any]) -> Weights:
 # DeepSpeed checkpoint folders (written by engine/checkpoint.save_checkpoint)
 
 
-def _not_plain_weights(path: str, what: str) -> CheckpointError:
-    return CheckpointError(
-        f"checkpoint file {path} contains code or objects that are not plain weights ({what}); it was "
-        "not loaded — only resume/export checkpoints you made or trust"
-    )
-
-
-def _deepspeed_types(names: Sequence[str]) -> list:
-    # The classes themselves, imported only when a file holds them: deepspeed is heavy to import
-    # (accelerator probing) and folders without ZeRO files never need it.
-    types = []
-    for name in names:
-        module, _, attr = name.rpartition(".")
-        types.append(getattr(importlib.import_module(module), attr))
-    return types
-
-
 def load_checkpoint_file(path: str, mmap: bool = True) -> Any:
-    """One torch file of a DeepSpeed tag folder, read weights-only with `DEEPSPEED_TYPES` allowed.
-
-    Any other global (a function, a foreign class: code that unpickling would run) refuses the
-    file, naming it, before anything in it is built. Files that are not complete torch zip
-    archives (a save cut short) are refused too.
-    """
+    """One torch file of a DeepSpeed tag folder, read weights-only with `DEEPSPEED_TYPES` allowed
+    (`load_torch_file`). Files that are not complete torch zip archives (a save cut short) are
+    refused too."""
     if not zipfile.is_zipfile(path):  # DeepSpeed writes zip archives; the index is written last
         raise CheckpointError(f"cannot read {path} as a torch checkpoint file (not a complete zip archive); "
                               "the save that wrote it did not finish — use an earlier checkpoint")
-    try:
-        found = get_unsafe_globals_in_checkpoint(path)
-    except Exception as e:  # a damaged archive or pickle: name the file instead of a traceback
-        raise CheckpointError(f"cannot read {path} as a torch checkpoint file ({e}); is the checkpoint complete?") from None
-    foreign = [name for name in found if name not in DEEPSPEED_TYPES]
-    if foreign:
-        raise _not_plain_weights(path, ", ".join(foreign))
-    try:
-        with safe_globals(_deepspeed_types(found)):
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except Exception as e:
-        lines = str(e).strip().splitlines() or [type(e).__name__]
-        if "Weights only load failed" in lines[0]:  # allowed globals used in a way the reader refuses
-            marker = "WeightsUnpickler error:"
-            raise _not_plain_weights(path, next((line.split(marker, 1)[1].strip() for line in lines if marker in line),
-                                                lines[0])) from None
-        raise CheckpointError(f"cannot read {path} as a torch checkpoint file ({lines[0]}); "
-                              "is the checkpoint complete?") from None
+    return load_torch_file(path, "use an earlier checkpoint", DEEPSPEED_TYPES, mmap,
+                           incomplete="is the checkpoint complete? Else")
+
+
+def _check_entries(ckpt_dir: str) -> None:
+    """Refuse a tag folder holding anything but regular files (a FIFO, device or socket, a folder
+    named like a shard, a dangling link), naming it, before any file of it is opened: DeepSpeed
+    and `zero_to_fp32` open every `*.pt` they glob, and opening a FIFO blocks for ever."""
+    for name in sorted(os.listdir(ckpt_dir)):
+        entry = os.path.join(ckpt_dir, name)
+        try:
+            mode = os.stat(entry).st_mode
+        except OSError:
+            mode = 0
+        if not stat.S_ISREG(mode):
+            kind = ("a folder" if stat.S_ISDIR(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+                    else "a socket" if stat.S_ISSOCK(mode)
+                    else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a dangling link")
+            raise CheckpointError(f"{entry} is {kind}, not a file; a checkpoint folder holds only the files "
+                                  "DeepSpeed wrote: remove it (nothing in the folder was read)")
+
+
+def _check_zero_ranks(ckpt_dir: str, model_states: Any) -> None:
+    """Refuse a ZeRO tag folder that lacks the optimizer file of any rank that saved it (the ranks
+    are counted in the model states' `dp_world_size`): every rank refuses alike, before an engine
+    waits on a rank that failed alone."""
+    ranks = {int(m.group(1)) for m in map(_ZERO_RANK.search, glob.glob(os.path.join(ckpt_dir, ZERO_OPTIM_STATES))) if m}
+    if not ranks:
+        return
+    world = model_states.get("dp_world_size") if isinstance(model_states, dict) else None
+    world = world if isinstance(world, int) and world > 0 else max(ranks) + 1
+    missing = sorted(set(range(world)) - ranks)
+    if missing:
+        shown = ", ".join(str(r) for r in missing[:8]) + (", ..." if len(missing) > 8 else "")
+        raise CheckpointError(
+            f"checkpoint folder {ckpt_dir} lacks the ZeRO optimizer file of rank(s) {shown} of the {world} that "
+            "saved it (*zero_pp_rank_<rank>_*optim_states.pt); the copy is incomplete — copy the whole "
+            "folder again, or use an earlier checkpoint")
 
 
 def check_checkpoint_folder(ckpt_dir: str) -> Dict[str, Any]:
-    """Refuse a tag folder unless every torch file in it reads weights-only (`load_checkpoint_file`);
-    returns path -> what the file holds, its tensors mapped from the file.
+    """Refuse a tag folder unless it holds only regular files, a ZeRO optimizer file for every
+    rank, and every torch file in it reads weights-only (`load_checkpoint_file`); returns path ->
+    what the file holds, its tensors mapped from the file.
 
     Call before DeepSpeed or `zero_to_fp32` reads the folder (and before a resume writes anything):
     they unpickle every `*.pt` they use with `weights_only=False`, which would run code a file
@@ -230,8 +339,14 @@ def check_checkpoint_folder(ckpt_dir: str) -> Dict[str, Any]:
     no loaded state; the check maps the tensor data instead of reading it (on a 1 MB ZeRO-1
     checkpoint: 34 ms CPU and 0.14 MB read, of 73 ms for the whole consolidation).
     """
-    return {path: load_checkpoint_file(path) for path in sorted(glob.glob(os.path.join(ckpt_dir, "*.pt")))
-            if os.path.isfile(path)}
+    _check_entries(ckpt_dir)
+    model_states = os.path.join(ckpt_dir, MODEL_STATES)
+    checked = {model_states: load_checkpoint_file(model_states)} if os.path.isfile(model_states) else {}
+    _check_zero_ranks(ckpt_dir, checked.get(model_states))
+    for path in sorted(glob.glob(os.path.join(ckpt_dir, "*.pt"))):
+        if path not in checked:
+            checked[path] = load_checkpoint_file(path)
+    return dict(sorted(checked.items()))
 
 
 def read_model_states(ckpt_dir: str, mmap: bool = False) -> Dict[str, Any]:

@@ -153,6 +153,6 @@ def test_the_tools_print_the_line_on_stderr(files, synthetic_root, tmp_path, chi
     assert proc.returncode == 2, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr + proc.stdout
     assert [line for line in proc.stderr.splitlines() if line.startswith("error:")] == [
-        f"error: File exists ({files / 'a_file'}): a file is where a folder is needed: remove it, or choose "
-        "another output path"]
+        f"error: run.output_dir (--output_dir) ({files / 'a_file'}): a file is where a folder is needed: remove it, "
+        "or choose another output folder"]
 

@@ -18,11 +18,12 @@ from safetensors import SafetensorError
 
 from video_mcmae.engine import distributed
 from video_mcmae.errors import (
-    ApiError, CheckpointError, ConfigError, DataListError, NonFiniteLossError, TooManyBadFilesError, VideoReadError,
+    ApiError, CheckpointError, ConfigError, DataListError, NonFiniteLossError, OutputError, TooManyBadFilesError,
+    VideoReadError,
 )
 
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    ConfigError, CheckpointError, DataListError, TooManyBadFilesError, VideoReadError, ApiError,
+    ConfigError, CheckpointError, DataListError, TooManyBadFilesError, VideoReadError, ApiError, OutputError,
     OSError, UnicodeDecodeError, SafetensorError, pickle.UnpicklingError,
 )
 NON_FINITE_LOSS_STATUS = 3

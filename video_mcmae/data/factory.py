@@ -10,6 +10,7 @@ from torch.utils.data import DistributedSampler
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
 from video_mcmae.errors import DataListError
+from video_mcmae.paths import SHOWN, summarise
 
 from .datasets import ImageDataset, PretrainDataset, VideoTestDataset, VideoTrainDataset, VideoValDataset
 from .lists import Sample, read_class_names, read_list
@@ -102,8 +103,14 @@ def build_dataset(cfg, split: str, scan_progress: bool = False):
         ds = VideoTestDataset(samples, sampling=sampling, num_temporal_views=cfg.num_temporal_views,
                               num_spatial_crops=d.test_num_spatial_crops, transform=transform,
                               class_names=class_names, **video)
-    for index, path, reason in ds.scan(d.num_workers, progress=scan_progress):
-        logger.warning("excluded unreadable %s video %d: %s (%s)", split, index, path, reason)
+    excluded = list(ds.scan(d.num_workers, progress=scan_progress))
+    if len(excluded) <= SHOWN:
+        for index, path, reason in excluded:
+            logger.warning("excluded unreadable %s video %d: %s (%s)", split, index, path, reason)
+    else:  # thousands of missing files: one line, and the whole list in a file
+        listing = os.path.join(cfg.run.output_dir, f"unreadable_{split}.tsv")
+        logger.warning("excluded %s", summarise([path for _, path, _ in excluded], f"unreadable {split} videos",
+                                                listing, [f"{path}\t{reason}" for _, path, reason in excluded]))
     return ds
 
 

@@ -21,6 +21,7 @@ from video_mcmae import run_folder
 from video_mcmae.config import recorded_config
 from video_mcmae.engine import distributed as dist_utils
 from video_mcmae.errors import CheckpointError
+from video_mcmae.paths import check_writable
 from video_mcmae.weights import EXPORT_FORMAT, check_checkpoint_folder, export_paths, read_model_states, read_weights
 
 
@@ -152,6 +153,7 @@ def export_weights(path: str, out_path: str, overwrite: bool = False) -> Tuple[s
     """Write `<out>.safetensors` + `<out>.json` (preset name, model and data config, epoch, source)
     from a DeepSpeed checkpoint (tag folder or run dir)."""
     sf_path, json_path = export_paths(out_path)
+    check_writable(os.path.dirname(os.path.abspath(sf_path)), "the export's folder")  # before the checkpoint is read
     for p in (sf_path, json_path):
         if os.path.exists(p) and not overwrite:
             raise CheckpointError(f"{p!r} exists; choose another output name or pass --overwrite")

@@ -33,6 +33,7 @@ from video_mcmae.engine.optim import build_optimizer
 from video_mcmae.engine.schedule import Schedules, build_schedules, lr_plan
 from video_mcmae.models import is_pretraining
 from video_mcmae.errors import CheckpointError, ConfigError, NonFiniteLossError, TooManyBadFilesError
+from video_mcmae.paths import check_writable
 from video_mcmae.weights import read_model_states
 
 
@@ -127,6 +128,7 @@ def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_onl
     distributed.set_deterministic(cfg.run.deterministic)
     info = distributed.init(cfg.run.device)
     out = cfg.run.output_dir
+    check_writable(out, "run.output_dir (--output_dir)")
     path = resume or None
     if path is None and auto_resume and not eval_only:
         path = run_folder.find_auto_resume(out)

@@ -17,6 +17,7 @@ from video_mcmae.data.loader import Loader, PartialBatch
 from video_mcmae.data.device import to_model_input
 from video_mcmae.engine import distributed
 from video_mcmae.errors import CheckpointError, ConfigError, MultiViewError, VideoReadError
+from video_mcmae.paths import check_writable
 from video_mcmae.models import from_weights, is_pretraining
 from video_mcmae.weights import read_weights
 
@@ -144,7 +145,7 @@ def run_test(cfg, checkpoint: str, overwrite: bool = False) -> Optional[Dict[str
     """Evaluate every view of the test list on every rank, write shards, merge, report (rank 0).
     Returns the metrics on rank 0, None elsewhere."""
     info = distributed.init(cfg.run.device)
-    out_dir = resolve_output_dir(cfg)
+    out_dir = check_writable(resolve_output_dir(cfg), "the report folder (--output_dir / test.output_dir)")
     refuse_earlier_report(out_dir, overwrite)
     shard_dir = os.path.join(out_dir, "shards")
     model = load_test_model(cfg, checkpoint)
@@ -184,7 +185,7 @@ def run_test(cfg, checkpoint: str, overwrite: bool = False) -> Optional[Dict[str
 
 def merge_shards(shard_dir: str, out_dir: str = "", average: str = "", overwrite: bool = False) -> Dict[str, Any]:
     """Offline merge of a shard folder; `average`/topk default to the run's test config."""
-    out = out_dir or os.path.dirname(os.path.abspath(shard_dir))
+    out = check_writable(out_dir or os.path.dirname(os.path.abspath(shard_dir)), "the report folder (--output_dir)")
     refuse_earlier_report(out, overwrite)
     shards = load_shards(shard_dir)
     test_cfg = (shards[0].get("meta", {}).get("config") or {}).get("test", {})

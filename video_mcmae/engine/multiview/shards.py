@@ -16,7 +16,8 @@ from typing import Any, Dict, List, Optional, Tuple
 import torch
 import torch.distributed as dist
 
-from video_mcmae.errors import MultiViewError
+from video_mcmae.errors import CheckpointError, MultiViewError
+from video_mcmae.weights import load_torch_file
 
 SHARD_FORMAT = "video_mcmae.multiview.shard/1"
 SHARD_PATTERN = "shard-*-of-*.pt"
@@ -121,11 +122,12 @@ def load_shards(directory: str) -> List[Dict[str, Any]]:
                              "tools/test_multiview.py first, or pass the folder that holds its shards")
     shards = []
     for path in paths:
+        if not os.path.isfile(path):
+            raise MultiViewError(f"shard {path!r} is not a file; remove it from the shard directory")
         try:
-            shard = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as e:  # a truncated or foreign file: name it instead of a pickle traceback
-            raise MultiViewError(f"cannot read shard {path!r} ({type(e).__name__}: {e}); "
-                                 "re-run tools/test_multiview.py to rewrite it") from None
+            shard = load_torch_file(path, "re-run tools/test_multiview.py to rewrite it")
+        except CheckpointError as e:  # a truncated, foreign or hostile file, named in one line
+            raise MultiViewError(f"cannot read shard {path!r}: {e}") from None
         if not isinstance(shard, dict) or shard.get("format") != SHARD_FORMAT:
             raise MultiViewError(f"{path!r} is not a multi-view shard ({SHARD_FORMAT}); remove it "
                                  "from the shard directory")

@@ -1,0 +1,43 @@
+"""video_mcmae.paths: output folders are probed with a real create (and nothing is left behind),
+and long lists of paths become one line plus a file holding all of them."""
+import os
+
+import pytest
+
+from video_mcmae.errors import OutputError
+from video_mcmae.paths import check_writable, summarise
+
+
+def test_a_writable_folder_passes_and_nothing_is_created(tmp_path):
+    assert check_writable(str(tmp_path / "a" / "b"), "--out") == str(tmp_path / "a" / "b")
+    assert os.listdir(tmp_path) == []  # the probe went to the nearest existing folder and is gone
+    (tmp_path / "c").mkdir()
+    check_writable(str(tmp_path / "c"), "--out")
+    assert os.listdir(tmp_path / "c") == []
+
+
+def test_a_file_in_the_way_is_named(tmp_path):
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(OutputError, match=f"^--out \\({tmp_path / 'f'}\\): a file is where a folder is needed"):
+        check_writable(str(tmp_path / "f" / "sub"), "--out")
+
+
+def test_a_folder_that_refuses_new_files_is_named(tmp_path):
+    try:  # sysfs refuses new entries even to root (chmod does not stop root)
+        os.close(os.open("/sys/.video_mcmae-probe", os.O_CREAT | os.O_WRONLY))
+        os.unlink("/sys/.video_mcmae-probe")
+        pytest.skip("no read-only folder on this machine")
+    except OSError:
+        pass
+    with pytest.raises(OutputError, match="^--out '/sys/x' \\(its nearest existing folder '/sys'\\): it is not writable"):
+        check_writable("/sys/x", "--out")
+
+
+def test_summarise(tmp_path):
+    assert summarise(["a", "b"], "bad files", str(tmp_path / "all.txt")) == "2 bad files: a, b"
+    assert not (tmp_path / "all.txt").exists()
+    names = [f"v{i}" for i in range(10)]
+    line = summarise(names, "bad files", str(tmp_path / "x" / "all.txt"), [f"{n}\tgone" for n in names])
+    assert line == f"10 bad files: v0, v1, v2, ... (all 10 listed in {tmp_path / 'x' / 'all.txt'})"
+    assert (tmp_path / "x" / "all.txt").read_text().splitlines() == [f"{n}\tgone" for n in names]
+    assert os.listdir(tmp_path / "x") == ["all.txt"]
