@@ -24,6 +24,7 @@ from video_mcmae.cli import run_cli
 from video_mcmae.config import ConfigError
 from video_mcmae.eval import report
 from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol
+from video_mcmae.paths import check_writable
 
 def build_parser() -> argparse.ArgumentParser:
     d = EvalConfig()
@@ -80,6 +81,7 @@ def _given(key: str, args: argparse.Namespace, defaults: dict) -> bool:
 def run(args: argparse.Namespace) -> dict:
     """The protocol at the configured size; writes the four files and returns the result."""
     cfg = config_from_args(args)
+    check_writable(args.out, "--out")  # before an hour of work, not at its end
     os.makedirs(args.out, exist_ok=True)
     started = time.perf_counter()
     files = dict(json=os.path.join(args.out, "result.json"), table=os.path.join(args.out, "table.md"),

@@ -52,3 +52,10 @@ def test_a_bad_value_exits_2_with_one_line(tool, capsys):
     assert tool.main(["--budgets", "2", "--out", "/nonexistent/never"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--budgets 2" in err[0]
+
+
+def test_an_unwritable_out_is_refused_before_any_work(tool, capsys, monkeypatch):
+    monkeypatch.setattr(tool, "run_protocol", lambda *a, **k: pytest.fail("the protocol ran"))
+    assert tool.main(["--quick", "--out", "/sys/eval_ssl"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "/sys/eval_ssl" in err[0]
