@@ -18,12 +18,13 @@ from safetensors import SafetensorError
 
 from video_mcmae.engine import distributed
 from video_mcmae.errors import (
-    ApiError, CheckpointError, ConfigError, DataListError, NonFiniteLossError, TooManyBadFilesError, VideoReadError,
+    ApiError, CheckpointError, ConfigError, DataListError, FolderInUseError, FolderNotSharedError, NonFiniteLossError,
+    TooManyBadFilesError, VideoReadError,
 )
 
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
     ConfigError, CheckpointError, DataListError, TooManyBadFilesError, VideoReadError, ApiError,
-    OSError, UnicodeDecodeError, SafetensorError, pickle.UnpicklingError,
+    FolderInUseError, FolderNotSharedError, OSError, UnicodeDecodeError, SafetensorError, pickle.UnpicklingError,
 )
 NON_FINITE_LOSS_STATUS = 3
 BUG_NOTE = "this is a bug in video_mcmae; please report it with the traceback above"
