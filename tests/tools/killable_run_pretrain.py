@@ -6,8 +6,8 @@ process group, i.e. every rank at the same moment, like `kill -9 -PGID`:
     optim    rank 1 has written its ZeRO optimizer file into `<tag>.partial/`
     latest   the folder has its final name `<tag>`, `latest` is not updated yet
 
-PAUSE_AFTER=<tag> instead makes each process that writes `latest` wait there, once it names
-`<tag>`, for a test to stop the run (tests/tools/test_stop_ranks.py, test_two_nodes.py).
+PAUSE_AFTER=<tag> instead makes rank 0 wait once it has pointed `latest` at `<tag>`,
+for a test to stop the run there (tests/tools/test_stop_ranks.py, test_two_nodes.py).
 """
 import os
 import signal
@@ -42,7 +42,7 @@ def write_latest(out_dir, tag, _write=run_folder.write_latest):
     if POINT == "latest" and tag == TAG:
         kill_every_rank()
     _write(out_dir, tag)
-    if tag == PAUSE_AFTER:
+    if tag == PAUSE_AFTER and RANK == 0:
         time.sleep(600)
 
 
