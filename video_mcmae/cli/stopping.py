@@ -22,7 +22,7 @@ import os
 import signal
 import sys
 import threading
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import psutil
 
@@ -52,6 +52,7 @@ class _State:
     active = False
     stopping: Optional[int] = None  # the signal being acted on
     why = ""  # set by the launcher watch before it signals this process
+    pipe: Tuple[int, ...] = ()  # the wakeup pipe (read end, write end)
 
 
 def _handler(signum: int, frame) -> None:
@@ -66,7 +67,9 @@ def _in_child_after_fork() -> None:
         for signum in SIGNALS:
             signal.signal(signum, signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
         signal.set_wakeup_fd(-1)
-        _State.active = False
+        for fd in _State.pipe:
+            os.close(fd)
+        _State.active, _State.pipe = False, ()
 
 
 os.register_at_fork(after_in_child=_in_child_after_fork)
@@ -139,7 +142,7 @@ def on_signals(is_main) -> Iterator[None]:
     done = threading.Event()
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    _State.active, _State.stopping, _State.why = True, None, ""
+    _State.active, _State.stopping, _State.why, _State.pipe = True, None, "", (read_fd, write_fd)
     threads = [threading.Thread(target=_grace, args=(read_fd, done, is_main), name="stop-grace", daemon=True)]
     chain = launchers_above()
     if chain:
@@ -150,12 +153,13 @@ def on_signals(is_main) -> Iterator[None]:
         yield
     finally:
         done.set()
-        _State.active = False
+        _State.active, _State.pipe = False, ()
         signal.set_wakeup_fd(previous_fd)
         for s, h in previous.items():
             signal.signal(s, h)
-        os.close(write_fd)  # ends the grace thread's read
+        os.write(write_fd, b"\0")  # wakes the grace thread (a byte that is no signal) to see `done`
         threads[0].join()
+        os.close(write_fd)
         os.close(read_fd)
 
 
