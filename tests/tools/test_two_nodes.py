@@ -88,7 +88,7 @@ def test_two_nodes_pretrain_stop_resume_finetune_test(tmp_path, synthetic_root, 
     run.procs[0].send_signal(signal.SIGTERM)
     _, alive = psutil.wait_procs(everyone, timeout=60)
     took = time.time() - start
-    assert not alive and took < 10, (took, run.output()[-3000:])
+    assert not alive and took < 30, (took, run.output()[-3000:])
     assert "Traceback" not in run.output() and run.output(0).count("stopped by SIGTERM") == 1
     assert "stopped: another rank of this run ended" not in run.output(1)  # rank 1 is not the main rank
     print(f"both nodes' processes gone {took:.1f} s after SIGTERM to node 0's launcher")
