@@ -49,5 +49,13 @@ class MultiViewError(ValueError):
     """Shards or views that cannot be merged into a complete, consistent result."""
 
 
+class FolderInUseError(RuntimeError):
+    """An output folder another run holds (`run_lock`): the message names the holder."""
+
+
+class FolderNotSharedError(RuntimeError):
+    """A run's output folder that its ranks on other nodes do not see (no shared file system)."""
+
+
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN/inf on some rank; the run stops before the optimizer step."""

@@ -122,7 +122,7 @@ def test_checkpoints_record_the_train_samples(tmp_path, one_rank, synthetic_root
     try:
         dataset, _, _ = trainer.train_loader(run, "pretrain")
     finally:
-        run.logger.close()
+        run.close()
         distributed.destroy()
     lines = [line for line in (d / "train.csv").read_text().splitlines() if line.strip()]
     assert trainer.client_state(run, [])["train_samples"] == len(dataset) == len(lines)
@@ -137,7 +137,7 @@ def test_each_resume_writes_its_own_config_file(tmp_path, one_rank):
         cfg = load_config(PRETRAIN, [f"run.output_dir={out}", "run.tensorboard=false", f"optim.lr={lr}"])
         assert trainer.check_resume(str(out), cfg, 1) == {"optim.lr": (None, lr)}
         run = trainer.start_run(cfg, auto_resume=True)
-        run.logger.close()
+        run.close()
         distributed.destroy()
         assert yaml.safe_load((out / f"config.resume-{n}.yaml").read_text())["optim"]["lr"] == lr
     assert (out / "config.yaml").read_bytes() == original
@@ -150,7 +150,7 @@ def test_each_evaluation_writes_its_own_config_file(tmp_path, one_rank):
     for n, batch in ((0, 2), (1, 3), (2, 4)):
         cfg = load_config(FINETUNE, [f"run.output_dir={out}", "run.tensorboard=false", f"test.batch_size={batch}"])
         run = trainer.start_run(cfg, eval_only=True)
-        run.logger.close()
+        run.close()
         distributed.destroy()
         name = f"eval_config-{n}.yaml" if n else "eval_config.yaml"
         assert yaml.safe_load((out / name).read_text())["test"]["batch_size"] == batch
@@ -202,7 +202,7 @@ def test_run_deterministic_sets_the_kernels_of_the_run(tmp_path, one_rank):
             cfg = load_config(FINETUNE, [f"run.output_dir={tmp_path / str(flag)}", "run.tensorboard=false",
                                          f"run.deterministic={str(flag).lower()}"])
             run = trainer.start_run(cfg)
-            run.logger.close()
+            run.close()
             distributed.destroy()
             assert torch.are_deterministic_algorithms_enabled() is flag
     finally:

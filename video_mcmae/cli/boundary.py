@@ -3,14 +3,17 @@
 Exit status: 0 done (or the status the tool's body returns); 2 a user-fixable error, printed as
 one `error: <what> (<file>): <fix>` line on stderr (config, path, data list, weights or
 checkpoint file, unreadable videos, a full or read-only disk, a file where a folder belongs);
-3 the training loss became NaN/inf. Anything else is a bug: it propagates with its traceback,
-which ends with a note saying so. The library (`video_mcmae.api` and the rest) raises typed
-errors and prints nothing.
+3 the training loss became NaN/inf; 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (or the
+launcher above a rank ended; `stopping`); 1 another rank of the run ended (a lost gloo peer). All
+of these are one line. Anything else is a bug: it propagates with its traceback, which ends with
+a note saying so. The library (`video_mcmae.api` and the rest) raises typed errors and prints
+nothing.
 """
 from __future__ import annotations
 
 import errno
 import pickle
+import signal
 import sys
 from typing import Any, Callable, Tuple, Type
 
@@ -18,15 +21,18 @@ from safetensors import SafetensorError
 
 from video_mcmae.engine import distributed
 from video_mcmae.errors import (
-    ApiError, CheckpointError, ConfigError, DataListError, NonFiniteLossError, OutputError, TooManyBadFilesError,
-    VideoReadError,
+    ApiError, CheckpointError, ConfigError, DataListError, FolderInUseError, FolderNotSharedError, NonFiniteLossError, OutputError,
+    TooManyBadFilesError, VideoReadError,
 )
 
+from . import stopping
+
 USER_ERRORS: Tuple[Type[BaseException], ...] = (
-    ConfigError, CheckpointError, DataListError, TooManyBadFilesError, VideoReadError, ApiError, OutputError,
-    OSError, UnicodeDecodeError, SafetensorError, pickle.UnpicklingError,
+    ConfigError, CheckpointError, DataListError, TooManyBadFilesError, VideoReadError, ApiError,
+    FolderInUseError, FolderNotSharedError, OutputError, OSError, UnicodeDecodeError, SafetensorError, pickle.UnpicklingError,
 )
 NON_FINITE_LOSS_STATUS = 3
+PEER_LOST_STATUS = 1
 BUG_NOTE = "this is a bug in video_mcmae; please report it with the traceback above"
 
 _OUTPUT_FIX = "free space, or write to another disk (--output_dir / run.output_dir / --out)"
@@ -89,8 +95,19 @@ def run_cli(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...
 
     `USER_ERRORS` and `NonFiniteLossError` happen on every rank alike, so only the main rank
     prints them. `rank_errors` are the caller's own user errors that one rank may raise alone
-    (exit status 2): the rank that raised one prints it.
+    (exit status 2): the rank that raised one prints it. A stop (SIGTERM, Ctrl-C, the launcher
+    gone: `stopping`) and the loss of another rank are one line from the main rank.
     """
+    with stopping.on_signals(distributed.is_main):
+        try:
+            return _run(body, rank_errors)
+        except (stopping.Stopped, KeyboardInterrupt) as e:
+            if distributed.is_main():
+                print(stopping.stop_message(e), file=sys.stderr, flush=True)
+            return 128 + (e.signum if isinstance(e, stopping.Stopped) else signal.SIGINT)
+
+
+def _run(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...]) -> int:
     try:
         result = body()
     except rank_errors + USER_ERRORS as e:
@@ -102,6 +119,10 @@ def run_cli(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...
             print(f"error: {e}", file=sys.stderr, flush=True)
         return NON_FINITE_LOSS_STATUS
     except RuntimeError as e:
+        if distributed.get_world_size() > 1 and stopping.peer_lost(e):
+            if distributed.is_main():
+                print(stopping.PEER_LOST_MESSAGE, file=sys.stderr, flush=True)
+            return PEER_LOST_STATUS
         text = _torch_file_error(e)
         if not text:
             e.add_note(BUG_NOTE)

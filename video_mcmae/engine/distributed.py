@@ -13,7 +13,7 @@ import random
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, List
 
 import numpy as np
 import torch
@@ -121,6 +121,14 @@ def broadcast_object(obj: Any, src: int = 0) -> Any:
     box = [obj]
     dist.broadcast_object_list(box, src=src)
     return box[0]
+
+
+def all_gather_object(out: List[Any], obj: Any) -> None:
+    """`out[r]` = rank r's `obj` (out has one slot per rank)."""
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_gather_object(out, obj)
+    else:
+        out[0] = obj
 
 
 def derived_seed(*keys: int) -> int:

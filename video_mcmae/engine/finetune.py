@@ -192,5 +192,5 @@ def run_finetune(cfg: Config, finetune: str = "", resume: str = "", auto_resume:
         run.logger.info(f"done: {run.epoch} epochs, best acc1 {validation.best:.2f}")
         return validation.last
     finally:
-        run.logger.close()
+        run.close()
 

@@ -48,6 +48,6 @@ def run_pretrain(cfg: Config, resume: str = "", auto_resume: bool = False) -> Ru
         fit(run, engine, optimizer, names, loader, steps, pretrain_step(cfg.data.mean, cfg.data.std))
         run.logger.info(f"done: {run.epoch} epochs, global step {run.global_step}")
     finally:
-        run.logger.close()
+        run.close()
     return run
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from video_mcmae import run_folder
+from video_mcmae.run_lock import FolderLock, hold_run_folder
 from video_mcmae.config import Config, config_diff, recorded_config, save_config
 from video_mcmae.data.factory import build_dataset, build_loader
 from video_mcmae.data.loader import set_epoch
@@ -54,10 +55,17 @@ class Run:
     global_step: int = 0  # completed optimizer steps
     client: Dict[str, Any] = field(default_factory=dict)  # client state of the resumed checkpoint
     train_samples: Optional[int] = None  # samples in the train list (set by train_loader)
+    lock: Optional[FolderLock] = None  # rank 0's lock on the output dir (`run_lock`)
 
     @property
     def out_dir(self) -> str:
         return self.cfg.run.output_dir
+
+    def close(self) -> None:
+        """Close the logs, then let go of the output dir."""
+        self.logger.close()
+        if self.lock is not None:
+            self.lock.release()
 
 
 # What a resume cannot change: the model and its input shapes (the saved weights' shapes), and
@@ -129,6 +137,19 @@ def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_onl
     info = distributed.init(cfg.run.device)
     out = cfg.run.output_dir
     check_writable(out, "run.output_dir (--output_dir)")
+    # Before anything in the dir is read or written: another run there would mix its files with ours.
+    lock = hold_run_folder(out)
+    try:
+        return _start(cfg, info, lock, resume, auto_resume, eval_only, linprobe)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _start(cfg: Config, info: distributed.DistInfo, lock: Optional[FolderLock], resume: str, auto_resume: bool,
+           eval_only: bool, linprobe: bool) -> Run:
+    out = cfg.run.output_dir
     path = resume or None
     if path is None and auto_resume and not eval_only:
         path = run_folder.find_auto_resume(out)
@@ -142,6 +163,8 @@ def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_onl
         run_folder.ensure_fresh_output(out)
     distributed.barrier()  # every rank has looked at the output dir before rank 0 writes to it
     logger = TrainLogger(out, info.is_main, cfg.run.log_every, cfg.run.tensorboard and not eval_only)
+    if lock is not None and lock.taken_over:
+        logger.info(lock.takeover_note())
     for partial in [] if eval_only else run_folder.partial_checkpoints(out):
         logger.info(f"ignoring {partial}: a checkpoint save that did not finish (killed, or out of disk "
                     "space); it is not resumed from and can be deleted")
@@ -152,7 +175,7 @@ def start_run(cfg: Config, resume: str = "", auto_resume: bool = False, eval_onl
     if changes:
         logger.info("changed since the checkpoint: "
                     + ", ".join(f"{k} {_show(a)} -> {_show(b)}" for k, (a, b) in changes.items()))
-    return Run(cfg, info, logger, path)
+    return Run(cfg, info, logger, path, lock=lock)
 
 
 def param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> List[List[str]]:

@@ -19,6 +19,7 @@ from video_mcmae.engine import distributed
 from video_mcmae.errors import CheckpointError, ConfigError, MultiViewError, VideoReadError
 from video_mcmae.paths import check_writable
 from video_mcmae.models import from_weights, is_pretraining
+from video_mcmae.run_lock import hold_run_folder, lock_folder
 from video_mcmae.weights import read_weights
 
 from .merge import MergedViews, merge_views
@@ -35,6 +36,7 @@ from .shards import (
 
 logger = logging.getLogger(__name__)
 
+OUTPUT_FOLDER = "the test's output folder (--output_dir / test.output_dir)"
 _MODEL_FIELDS = ("name", "num_classes", "num_frames", "img_size", "tubelet_size")
 
 
@@ -146,6 +148,18 @@ def run_test(cfg, checkpoint: str, overwrite: bool = False) -> Optional[Dict[str
     Returns the metrics on rank 0, None elsewhere."""
     info = distributed.init(cfg.run.device)
     out_dir = check_writable(resolve_output_dir(cfg), "the report folder (--output_dir / test.output_dir)")
+    lock = hold_run_folder(out_dir, OUTPUT_FOLDER)  # before the report check: another test may be writing one
+    try:
+        if lock is not None and lock.taken_over:
+            print(lock.takeover_note(), flush=True)
+        return _run_test(cfg, info, out_dir, checkpoint, overwrite)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _run_test(cfg, info: distributed.DistInfo, out_dir: str, checkpoint: str,
+              overwrite: bool) -> Optional[Dict[str, Any]]:
     refuse_earlier_report(out_dir, overwrite)
     shard_dir = os.path.join(out_dir, "shards")
     model = load_test_model(cfg, checkpoint)
@@ -186,9 +200,12 @@ def run_test(cfg, checkpoint: str, overwrite: bool = False) -> Optional[Dict[str
 def merge_shards(shard_dir: str, out_dir: str = "", average: str = "", overwrite: bool = False) -> Dict[str, Any]:
     """Offline merge of a shard folder; `average`/topk default to the run's test config."""
     out = check_writable(out_dir or os.path.dirname(os.path.abspath(shard_dir)), "the report folder (--output_dir)")
-    refuse_earlier_report(out, overwrite)
-    shards = load_shards(shard_dir)
-    test_cfg = (shards[0].get("meta", {}).get("config") or {}).get("test", {})
-    merged = merge_views(shards, average or test_cfg.get("average", "softmax"))
-    return _report(merged, test_cfg.get("topk", [1, 5]), out)
+    with lock_folder(out, "--output_dir") as lock:
+        if lock.taken_over:
+            print(lock.takeover_note(), flush=True)
+        refuse_earlier_report(out, overwrite)
+        shards = load_shards(shard_dir)
+        test_cfg = (shards[0].get("meta", {}).get("config") or {}).get("test", {})
+        merged = merge_views(shards, average or test_cfg.get("average", "softmax"))
+        return _report(merged, test_cfg.get("topk", [1, 5]), out)
 
