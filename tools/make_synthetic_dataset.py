@@ -3,6 +3,7 @@
 Example::
 
     python tools/make_synthetic_dataset.py out/synthetic --num-classes 8 --train 20 --val 4 --test 6
+    python tools/make_synthetic_dataset.py out/scenes --num-classes 4 --scenes   # the demo's kind of video
 """
 
 import argparse
@@ -10,6 +11,7 @@ import sys
 
 from video_mcmae import synthetic
 from video_mcmae.cli import run_cli
+from video_mcmae.eval.protocol import DEFAULT_STYLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,6 +32,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="k400: H.264 .mp4 in class folders; ssv2: VP9 .webm by id")
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing layout folders")
+    parser.add_argument("--scenes", action="store_true",
+                        help="render every video as a scene in the evaluation's default style (one large object "
+                             "over a faint ramp background, a small camera pan; video_mcmae.eval.protocol."
+                             "DEFAULT_STYLE): the moving object fills most masked cubes, so masked pretraining "
+                             "has it to predict. Default: one object over a flat background")
     return parser
 
 
@@ -44,8 +51,10 @@ def _make(args: argparse.Namespace) -> None:
         args.out_dir, num_classes=args.num_classes,
         videos_per_class={"train": args.train, "val": args.val, "test": args.test},
         num_frames=args.frames, fps=args.fps, height=args.height, width=args.width, seed=args.seed,
-        layouts=args.layouts, workers=args.workers, overwrite=args.overwrite)
-    print(f"wrote {ds.num_videos} videos x {len(ds.layouts)} layout(s) ({ds.num_frames} frames, "
+        layouts=args.layouts, workers=args.workers, overwrite=args.overwrite,
+        style=DEFAULT_STYLE if args.scenes else None)
+    kind = "scene videos" if args.scenes else "videos"
+    print(f"wrote {ds.num_videos} {kind} x {len(ds.layouts)} layout(s) ({ds.num_frames} frames, "
           f"{ds.height}x{ds.width}, {len(ds.class_names)} classes) in {ds.seconds:.1f} s")
     for layout in ds.layouts:
         print(f"{layout}: data_root {ds.data_root(layout)}")

@@ -32,7 +32,9 @@ def test_linear_probe_trains_only_the_head(tmp_path, synthetic_root, one_rank):
     start = {k: v.clone() for k, v in encoder.state_dict().items() if not k.startswith("head.")}
     save_file({k: v.contiguous() for k, v in start.items()}, str(tmp_path / "enc.safetensors"))
     out = tmp_path / "probe"
-    metrics = run_finetune(_cfg(synthetic_root, out, "optim.lr=0.1"), finetune=str(tmp_path / "enc.safetensors"),
+    metrics = run_finetune(_cfg(synthetic_root, out, "optim.lr=0.1", "model.img_size=64",
+                                   "data.short_side_size=64"),
+                           finetune=str(tmp_path / "enc.safetensors"),
                            linprobe=True)
     assert metrics["num_videos"] == 8
     weights, meta = consolidated_state_dict(str(out))

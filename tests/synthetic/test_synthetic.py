@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from video_mcmae import synthetic as syn
+from video_mcmae.eval.protocol import DEFAULT_STYLE
+from video_mcmae.synthetic.scenes import SceneStyle, render_scene, sample_scene
 
 # What each class must show on screen (x right, y down): the measured quantity and its sign.
 # Written independently of the generator's own table so a wrong sign there fails here.
@@ -415,6 +417,38 @@ def test_cli(tmp_path, capsys, load_tool):
     assert len((tmp_path / "ssv2" / "test.csv").read_text().splitlines()) == 4
     assert cli.main([str(tmp_path / "b"), "--num-classes", "7"]) == 2
     assert "num_classes=7" in capsys.readouterr().err
+
+
+def test_scene_style_renders_every_video_as_a_scene(tmp_path):
+    """With a style each video is that style's scene from the video's own generator (same labels,
+    same lists); without one the set is the single-object videos, and meta.json says which."""
+    av = pytest.importorskip("av")
+    style = SceneStyle(min_objects=1, max_objects=1, background="ramp", contrast=0.3, object_scale=2.0)
+    opts = dict(num_classes=4, videos_per_class=1, num_frames=4, height=32, width=32, layouts="ssv2", workers=1)
+    scenes = syn.make_dataset(tmp_path / "scenes", style=style, **opts)
+    plain = syn.make_dataset(tmp_path / "plain", **opts)
+    assert json.loads((scenes.root / "meta.json").read_text())["scene_style"] == dataclasses.asdict(style)
+    assert "scene_style" not in json.loads((plain.root / "meta.json").read_text())
+    assert scenes.list_path("ssv2", "train").read_text() == plain.list_path("ssv2", "train").read_text()
+    for label, name in enumerate(scenes.class_names):
+        expected = render_scene(sample_scene(name, syn.video_rng(0, "train", label, 0), 4, 32, 32, style))
+        assert np.array_equal(syn.render_class(name, 0, 4, 32, 32, style=style), expected)
+        single = syn.render_class(name, 0, 4, 32, 32)
+        path = scenes.data_root("ssv2") / syn.video_relpath("ssv2", "train", label, 0, scenes.class_names)
+        with av.open(str(path)) as container:
+            decoded = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)]).astype(float)
+        # lossy VP9 on tiny textured frames: the file is its scene, far from the single-object video
+        assert 2 * np.abs(decoded - expected).mean() < np.abs(decoded - single).mean(), path
+    with pytest.raises(ValueError, match="style='ramp'"):
+        syn.make_dataset(tmp_path / "bad", style="ramp", **opts)
+
+
+def test_cli_scenes_use_the_evaluation_default_style(tmp_path, capsys, load_tool):
+    cli = load_tool("make_synthetic_dataset")
+    assert cli.main([str(tmp_path), "--num-classes", "4", "--train", "1", "--val", "1", "--test", "1",
+                     "--frames", "4", "--height", "16", "--width", "16", "--layouts", "ssv2", "--scenes"]) == 0
+    assert "scene videos" in capsys.readouterr().out
+    assert json.loads((tmp_path / "meta.json").read_text())["scene_style"] == dataclasses.asdict(DEFAULT_STYLE)
 
 
 def test_vp9_after_decord_fails_with_a_clear_error(tmp_path):

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from video_mcmae.cli import run_cli
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 MARKER = ".video_mcmae_demo"  # the demo's own file in every folder it made
 BASELINE_KEYS = ("baseline_zero", "baseline_mean", "baseline_nearest", "loss_vs_best_baseline")
@@ -17,18 +19,26 @@ def _env():
     return dict(env, PYTHONPATH=REPO + os.pathsep + env.get("PYTHONPATH", ""))
 
 
+def _cli(demo, argv):
+    """The demo as its command line runs it: user errors become one `error:` line, exit 2."""
+    return run_cli(lambda: demo.main(argv))
+
+
 @pytest.mark.slow
 def test_quick_demo_learns_and_writes_every_output(tmp_path):
     out = tmp_path / "demo"
-    # ~4.5 min on a quiet 2-core machine; the limit leaves room for a CI machine whose cores are shared.
+    # a few minutes on a quiet 2-core machine; the limit leaves room for a CI machine whose cores are shared.
     proc = subprocess.run([sys.executable, os.path.join(REPO, "tools", "demo.py"), "--quick", "--out", str(out)],
                           cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())
     chance = summary["chance_top1"]
     assert chance == 25.0
+    # the data are scenes (one large object over a faint ramp), as the pretext needs
+    assert json.loads((out / "data" / "meta.json").read_text())["scene_style"]["background"] == "ramp"
+    pre, scratch = summary["finetuning"]["pretrained"], summary["finetuning"]["scratch"]
     # well above chance at the video level (multi-view averaged), through pretrain -> finetune -> test
-    assert summary["test_top1"] >= 2 * chance, summary
+    assert pre["test_top1"] >= 2 * chance, summary
     assert 0 < summary["pretrain_loss_last_epoch"] < 2 and summary["pretrain_epochs"] >= 2, summary
     # the pretraining logs its trivial baselines next to the loss, and the summary compares them
     records = [json.loads(line) for line in (out / "pretrain" / "log.jsonl").read_text().splitlines()]
@@ -39,24 +49,39 @@ def test_quick_demo_learns_and_writes_every_output(tmp_path):
     assert sorted(baselines) == ["mean", "nearest", "zero"] and min(baselines.values()) > 0
     assert summary["pretrain_loss_vs_best_baseline"] == pytest.approx(
         summary["pretrain_loss_last_epoch"] / min(baselines.values()))
-    assert summary["views_per_video"] == [2, 3]
-    for step in ("data", "pretrain", "export_pretrained", "finetune", "export_finetuned", "test", "visualize",
-                 "eval_ssl"):
+    # both inits ran the same recipe (the official head), each tested at its best validation epoch
+    for init, run in (("pretrained", "finetune"), ("scratch", "finetune_scratch")):
+        config = (out / run / "config.yaml").read_text()
+        assert "global_pool" not in config and "layer_decay: 0.75" in config, init
+        vals = [json.loads(line) for line in (out / run / "log.jsonl").read_text().splitlines()]
+        vals = [r for r in vals if r["type"] == "val"]
+        assert summary["finetuning"][init]["val_top1_best"] == max(r["acc1"] for r in vals), init
+        assert (out / run / "best").is_dir(), init
+    commands = {line.split("] ")[1].split(":")[0]: proc.stdout.splitlines()[i + 1]
+                for i, line in enumerate(proc.stdout.splitlines()) if line.startswith("=== [") and ": " in line}
+    assert "--finetune" in commands["finetune"] and "--finetune" not in commands["finetune_scratch"]
+    test_summaries = [json.loads((out / t / "summary.json").read_text()) for t in ("test", "test_scratch")]
+    assert [t["video"]["top1"] for t in test_summaries] == [pre["test_top1"], scratch["test_top1"]]
+    assert pre["views_per_video"] == [2, 3] and pre["test_videos"] == scratch["test_videos"] == 40
+    for step in ("data", "pretrain", "export_pretrained", "visualize", "finetune", "export_finetuned", "test",
+                 "finetune_scratch", "test_scratch"):
         assert f"] {step} done in" in proc.stdout, step
         assert (out / "logs" / f"{step}.log").is_file(), step
-    assert (out / "finetune" / "best").is_dir() and (out / "pretrain" / "log.jsonl").is_file()
+    assert "eval_ssl" not in summary["outputs"] and not (out / "eval_ssl").exists()
     assert all((out / "weights" / f"{n}.{e}").is_file() for n in ("pretrained", "finetuned") for e in ("safetensors", "json"))
-    assert (out / "test" / "summary.json").is_file() and (out / "test" / "predictions.csv").is_file()
+    assert (out / "test" / "predictions.csv").is_file() and (out / "test_scratch" / "predictions.csv").is_file()
     recon = sorted(p.suffix for p in (out / "reconstructions").iterdir())
     assert recon == [".gif", ".mp4", ".png"]
     tail = proc.stdout[proc.stdout.index("=== demo finished"):]
-    assert "chance: top-1 25.0%" in tail and f"top-1 {summary['test_top1']:.1f}%" in tail
     assert str(out / "reconstructions") in tail
     assert f"loss / best of them = {summary['pretrain_loss_vs_best_baseline']:.2f}" in tail
-    # the pretrained-vs-scratch table of tools/eval_ssl.py (quick size), printed and kept
-    table = (out / "eval_ssl" / "table.md").read_text()
-    assert summary["eval_ssl_table"] == table and "| few-label finetune |" in table
-    assert all(line in tail for line in table.splitlines())
+    # the one comparison line, with the verdict the numbers allow
+    gap = pre["test_top1"] - scratch["test_top1"]
+    line = (f"pretrained vs scratch (same recipe, best validation checkpoint): test top-1 {pre['test_top1']:.1f}% vs "
+            f"{scratch['test_top1']:.1f}% (gap {gap:+.1f}; chance 25%) -> {summary['comparison']['verdict']}")
+    assert line in tail
+    assert summary["comparison"]["noise"] >= 100 / 40
+    assert ("no difference measurable" in line) == (abs(gap) <= summary["comparison"]["noise"])
 
 
 def test_a_failing_step_stops_the_demo_and_names_it(tmp_path, monkeypatch, capsys, load_tool):
@@ -65,7 +90,7 @@ def test_a_failing_step_stops_the_demo_and_names_it(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("PYTHONPATH", REPO)
     assert demo.main(["--quick", "--out", str(tmp_path / "d")]) == 1
     err = capsys.readouterr().err
-    assert "demo stopped: step 1/8 'data' failed with exit status 2" in err
+    assert "demo stopped: step 1/9 'data' failed with exit status 2" in err
     log = tmp_path / "d" / "logs" / "data.log"
     assert str(log) in err and "num_classes=3" in log.read_text()
     assert not (tmp_path / "d" / "pretrain").exists()
@@ -76,9 +101,20 @@ def test_refuses_to_replace_a_folder_it_did_not_write(tmp_path, capsys, load_too
     keep = tmp_path / "mine" / "notes.txt"
     keep.parent.mkdir()
     keep.write_text("precious")
-    assert demo.main(["--quick", "--out", str(keep.parent)]) == 1
-    assert "is not an earlier demo's output" in capsys.readouterr().err
+    assert _cli(demo, ["--quick", "--out", str(keep.parent)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "is not an earlier demo's output" in err and err.count("\n") == 1
     assert keep.read_text() == "precious"
+
+
+def test_refuses_an_output_folder_it_cannot_write_before_any_work(tmp_path, capsys, load_tool):
+    demo = load_tool("demo")
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert _cli(demo, ["--quick", "--out", str(blocker / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "a file is where a folder is needed" in err and err.count("\n") == 1
+    assert blocker.read_text() == "not a folder"
 
 
 def test_refuses_a_folder_with_logs_it_did_not_make(tmp_path, monkeypatch, capsys, load_tool):
@@ -90,7 +126,7 @@ def test_refuses_a_folder_with_logs_it_did_not_make(tmp_path, monkeypatch, capsy
     (out / "logs").mkdir(parents=True)
     (out / "logs" / "train.log").write_text("my training log")
     (out / "paper.tex").write_text("precious")
-    assert demo.main(["--quick", "--out", str(out)]) == 1
+    assert _cli(demo, ["--quick", "--out", str(out)]) == 2
     assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == ["logs", "logs/train.log", "paper.tex"]
     assert (out / "paper.tex").read_text() == "precious"
     assert f"--out {out} exists and is not an earlier demo's output (no {MARKER} file" in capsys.readouterr().err
@@ -106,5 +142,5 @@ def test_replaces_the_folder_an_earlier_demo_made(tmp_path, monkeypatch, capsys,
     (out / "pretrain").mkdir()
     (out / "pretrain" / "epoch-0002").write_text("an earlier run's checkpoint")
     assert demo.main(["--quick", "--out", str(out)]) == 1
-    assert "demo stopped: step 1/8 'data'" in capsys.readouterr().err  # not refused: the folder is the demo's
+    assert "demo stopped: step 1/9 'data'" in capsys.readouterr().err  # not refused: the folder is the demo's
     assert not (out / "pretrain").exists() and (out / MARKER).is_file()

@@ -17,6 +17,7 @@ container, codec and naming differ.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing
 import os
@@ -32,6 +33,7 @@ from .classes import check_class, class_names, hflip_class, time_reverse_class
 from .encode import encode_video
 from .params import SPLITS, check_geometry, sample_params, video_rng
 from .render import render_video
+from .scenes import SceneStyle, render_scene, sample_scene
 
 # Layout name -> codec of its files (see encode_video).
 LAYOUTS: Dict[str, str] = {"k400": "h264", "ssv2": "vp9"}
@@ -64,10 +66,13 @@ class SyntheticDataset:
 
 
 def render_class(class_name: str, seed: int, num_frames: int = 48, height: int = 128,
-                 width: int = 128, split: str = "train", index: int = 0) -> np.ndarray:
-    """Frames ``(T, H, W, 3)`` uint8 of the video that ``make_dataset(seed=seed)`` writes for
-    ``class_name``, ``split`` and ``index`` (before encoding)."""
+                 width: int = 128, split: str = "train", index: int = 0,
+                 style: Optional[SceneStyle] = None) -> np.ndarray:
+    """Frames ``(T, H, W, 3)`` uint8 of the video that ``make_dataset(seed=seed, style=style)``
+    writes for ``class_name``, ``split`` and ``index`` (before encoding)."""
     rng = video_rng(seed, split, check_class(class_name), index)
+    if style is not None:
+        return render_scene(sample_scene(class_name, rng, num_frames, height, width, style))
     return render_video(sample_params(class_name, rng, num_frames, height, width))
 
 
@@ -80,8 +85,8 @@ def video_relpath(layout: str, split: str, label: int, index: int, names: Sequen
 
 
 def _write_one(job: tuple) -> None:
-    seed, split, index, name, num_frames, height, width, fps, outputs = job
-    frames = render_class(name, seed, num_frames, height, width, split, index)
+    seed, split, index, name, num_frames, height, width, fps, style, outputs = job
+    frames = render_class(name, seed, num_frames, height, width, split, index, style)
     for codec, path in outputs:
         encode_video(path, frames, codec, fps)
 
@@ -113,13 +118,14 @@ def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
                  videos_per_class: Optional[Union[int, Mapping[str, int]]] = None, num_frames: int = 48,
                  fps: int = 16, height: int = 128, width: int = 128, seed: int = 0,
                  layouts: Union[str, Iterable[str]] = "both", workers: Optional[int] = None,
-                 overwrite: bool = False) -> SyntheticDataset:
+                 overwrite: bool = False, style: Optional[SceneStyle] = None) -> SyntheticDataset:
     """Render and encode the synthetic set under ``out_dir`` (layout in the module docstring).
 
     ``videos_per_class`` is one int for every split or ``{"train": n, "val": n, "test": n}``
     (default 16/4/6). Video (split, label, index) depends only on ``seed`` and those three, so
     changing counts adds or drops videos without changing the others. ``workers`` processes
-    render and encode (default: up to 2). A call owns ``out_dir``: existing layout folders or
+    render and encode (default: up to 2). ``style``: render every video as a scene of that style
+    (``scenes.render_scene``, same labels) instead of one object over a flat background. A call owns ``out_dir``: existing layout folders or
     ``meta.json`` there are an error unless ``overwrite``, which deletes them all first.
     """
     started = time.perf_counter()
@@ -133,6 +139,8 @@ def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
         raise ValueError(f"seed={seed!r}: need a non-negative integer")
     if workers is None:
         workers = min(2, os.cpu_count() or 1)
+    if style is not None and not isinstance(style, SceneStyle):
+        raise ValueError(f"style={style!r}: need a SceneStyle or None")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"workers={workers!r}: need an integer >= 1")
 
@@ -158,7 +166,7 @@ def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
                     rel = video_relpath(layout, split, label, index, names)
                     lines[layout, split].append(f"{rel} {label}\n")
                     outputs.append((LAYOUTS[layout], str(root / layout / rel)))
-                jobs.append((int(seed), split, index, name, num_frames, height, width, int(fps), outputs))
+                jobs.append((int(seed), split, index, name, num_frames, height, width, int(fps), style, outputs))
 
     if workers > 1 and len(jobs) > 2 * workers:
         with multiprocessing.get_context().Pool(workers) as pool:
@@ -177,6 +185,8 @@ def make_dataset(out_dir: Union[str, Path], *, num_classes: int = 10,
         hflip={n: hflip_class(n) for n in names}, videos_per_class=counts, num_frames=num_frames,
         fps=int(fps), height=height, width=width, seed=int(seed), layouts=list(chosen),
         list_paths="relative to the layout directory (out_dir/<layout>)")
+    if style is not None:
+        meta["scene_style"] = dataclasses.asdict(style)
     (root / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return SyntheticDataset(root=root, class_names=names, layouts=chosen, videos_per_class=counts,
                             num_frames=int(num_frames), fps=int(fps), height=int(height), width=int(width),
