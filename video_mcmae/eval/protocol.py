@@ -224,30 +224,21 @@ def _call(job):
     return fn(*args)
 
 
-def _to_numpy(obj):
-    """Tensors -> arrays, recursively: a worker's results then travel by plain pickling instead of
-    one shared-memory file descriptor per tensor (thousands of weights per protocol run)."""
-    if isinstance(obj, torch.Tensor):
-        return obj.numpy()
+def _convert(obj, leaf: type, fn):
+    """`fn` applied to every `leaf` inside nested dicts, lists and tuples."""
+    if isinstance(obj, leaf):
+        return fn(obj)
     if isinstance(obj, dict):
-        return {k: _to_numpy(v) for k, v in obj.items()}
+        return {k: _convert(v, leaf, fn) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_numpy(v) for v in obj)
-    return obj
-
-
-def _to_torch(obj):
-    if isinstance(obj, np.ndarray):
-        return torch.from_numpy(obj)
-    if isinstance(obj, dict):
-        return {k: _to_torch(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_torch(v) for v in obj)
+        return type(obj)(_convert(v, leaf, fn) for v in obj)
     return obj
 
 
 def _call_in_worker(job):
-    return _to_numpy(_call(job))
+    # Tensors travel as arrays: plain pickling instead of one shared-memory file descriptor per
+    # tensor (thousands of weights per protocol run).
+    return _convert(_call(job), torch.Tensor, lambda t: t.numpy())
 
 
 # ----------------------------------------------------------------------------- main side
@@ -274,7 +265,7 @@ class _Runner:
     def map(self, jobs: List[tuple]) -> List[dict]:
         if self.pool is None:
             return [_call(job) for job in jobs]
-        return [_to_torch(r) for r in self.pool.map(_call_in_worker, jobs, chunksize=1)]
+        return [_convert(r, np.ndarray, torch.from_numpy) for r in self.pool.map(_call_in_worker, jobs, chunksize=1)]
 
     def close(self) -> None:
         if self.pool is not None:
