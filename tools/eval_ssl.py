@@ -26,23 +26,26 @@ from video_mcmae.eval import report
 from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol
 from video_mcmae.paths import check_writable
 
+
 def build_parser() -> argparse.ArgumentParser:
+    # Flags left out keep the configuration's value (the default size's, or --quick's).
     d = EvalConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="output/eval_ssl", help="output folder (created; its four files are replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes that check the plumbing, not the numbers")
-    p.add_argument("--workers", type=int, default=d.workers, help="processes running independent trainings")
+    p.add_argument("--workers", type=int, help=f"processes running independent trainings (default {d.workers})")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per worker (1: on a 2-core machine two threads per process ran slower)")
-    p.add_argument("--pt-seeds", type=int, nargs="+", default=list(d.pt_seeds), help="pretraining seeds")
-    p.add_argument("--seeds", type=int, nargs="+", default=list(d.seeds),
-                   help="downstream seeds (label subset, head init, batch order); seed i uses pretraining seed i")
-    p.add_argument("--budgets", type=float, nargs="+", default=list(d.budgets),
-                   help="label budgets, as fractions of the pool's labels")
-    p.add_argument("--pt-steps", type=int, default=d.pretrain.steps)
+    p.add_argument("--pt-seeds", type=int, nargs="+", help=f"pretraining seeds (default {list(d.pt_seeds)})")
+    p.add_argument("--seeds", type=int, nargs="+",
+                   help=f"downstream seeds (label subset, head init, batch order); seed i uses pretraining seed i "
+                        f"(default {list(d.seeds)})")
+    p.add_argument("--budgets", type=float, nargs="+",
+                   help=f"label budgets, as fractions of the pool's labels (default {list(d.budgets)})")
+    p.add_argument("--pt-steps", type=int, help=f"pretraining steps (default {d.pretrain.steps})")
     p.add_argument("--decoder-mask-ratio", type=float, default=0.0,
                    help="share of the encoder-masked cubes the decoder drops (model.decoder_mask_ratio)")
-    p.add_argument("--probe-layer", default=d.probe_layer, help="the attentive probe's layer: stage2, block<k>, stage3")
+    p.add_argument("--probe-layer", help=f"the attentive probe's layer: stage2, block<k>, stage3 (default {d.probe_layer})")
     return p
 
 
@@ -52,30 +55,22 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
 
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     base = dataclasses.replace(EvalConfig(), **QUICK) if args.quick else EvalConfig()
-    for budget in args.budgets:
+    for budget in args.budgets or ():
         if not 0 < budget <= 1:
             raise ConfigError(f"--budgets {budget:g}: a label budget is a fraction of the pool in (0, 1]")
     if not 0 <= args.decoder_mask_ratio < 1:
         raise ConfigError(f"--decoder-mask-ratio {args.decoder_mask_ratio:g}: need a number in [0, 1)")
-    model_kwargs = dict(base.model_kwargs)
+    for flag, value in (("--pt-steps", args.pt_steps), ("--workers", args.workers), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{flag} {value}: need a whole number >= 1")
+    given = dict(workers=args.workers, probe_layer=args.probe_layer,
+                 pt_seeds=args.pt_seeds and tuple(args.pt_seeds), seeds=args.seeds and tuple(args.seeds),
+                 budgets=args.budgets and tuple(args.budgets),
+                 pretrain=args.pt_steps and dataclasses.replace(base.pretrain, steps=args.pt_steps))
+    cfg = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     if args.decoder_mask_ratio:
-        model_kwargs.update(decoder_mask_ratio=args.decoder_mask_ratio)
-    explicit = dict(workers=args.workers, pt_seeds=tuple(args.pt_seeds), seeds=tuple(args.seeds),
-                    budgets=tuple(args.budgets), probe_layer=args.probe_layer, model_kwargs=model_kwargs,
-                    pretrain=dataclasses.replace(base.pretrain, steps=args.pt_steps))
-    # --quick keeps its own sizes unless a flag was given explicitly.
-    defaults = vars(parse_args([]))
-    if args.quick:
-        explicit = {k: v for k, v in explicit.items() if k == "model_kwargs" or _given(k, args, defaults)}
-    cfg = dataclasses.replace(base, **explicit)
-    cfg = dataclasses.replace(cfg, matched_budgets=tuple(b for b in cfg.matched_budgets if b in cfg.budgets))
-    return cfg
-
-
-def _given(key: str, args: argparse.Namespace, defaults: dict) -> bool:
-    name = "pt_steps" if key == "pretrain" else key
-    value, default = getattr(args, name), defaults[name]
-    return value != default
+        cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, "decoder_mask_ratio": args.decoder_mask_ratio})
+    return dataclasses.replace(cfg, matched_budgets=tuple(b for b in cfg.matched_budgets if b in cfg.budgets))
 
 
 def run(args: argparse.Namespace) -> dict:

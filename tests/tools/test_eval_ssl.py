@@ -34,6 +34,7 @@ def test_flags_reach_the_configuration(tool):
     assert quick.size == 32 and quick.pretrain.steps == 4 and quick.seeds == (0, 1)
     explicit = tool.config_from_args(tool.parse_args(["--quick", "--pt-steps", "7", "--seeds", "3", "4", "5"]))
     assert explicit.pretrain.steps == 7 and explicit.seeds == (3, 4, 5) and explicit.size == 32
+    assert explicit.pretrain.batch == quick.pretrain.batch and explicit.pt_seeds == quick.pt_seeds
     default = tool.config_from_args(tool.parse_args(["--decoder-mask-ratio", "0.5", "--budgets", "0.01", "0.1"]))
     assert default.model_kwargs["decoder_mask_ratio"] == 0.5 and default.model_kwargs["mask_ratio"] == 0.75
     assert default.budgets == (0.01, 0.1) and default.matched_budgets == (0.1,)
@@ -42,7 +43,9 @@ def test_flags_reach_the_configuration(tool):
 
 @pytest.mark.parametrize("argv, message", [(["--budgets", "0"], "--budgets 0"),
                                            (["--budgets", "1.5"], "--budgets 1.5"),
-                                           (["--decoder-mask-ratio", "1"], "--decoder-mask-ratio 1")])
+                                           (["--decoder-mask-ratio", "1"], "--decoder-mask-ratio 1"),
+                                           (["--pt-steps", "0"], "--pt-steps 0"),
+                                           (["--workers", "0"], "--workers 0")])
 def test_bad_values_are_refused(tool, argv, message):
     with pytest.raises(ConfigError, match=message):
         tool.config_from_args(tool.parse_args(argv))
