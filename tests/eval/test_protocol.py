@@ -53,6 +53,16 @@ def test_no_selection_reads_the_test_split(runs):
     assert first["frozen"]["knn"]["pretrained"]["test"] != second["frozen"]["knn"]["pretrained"]["test"]
 
 
+def test_worker_processes_give_the_same_result(runs):
+    """The spawned pool (each worker renders its own clips) selects and scores exactly as one process."""
+    pooled = run_protocol(dataclasses.replace(TINY, workers=2), log=lambda msg: None)
+    assert selections(pooled) == selections(runs[0])
+    assert pooled["label_efficiency"] == runs[0]["label_efficiency"] and pooled["frozen"] == runs[0]["frozen"]
+    timings = {"seconds"}
+    assert ({k: v for k, v in pooled["pretext"].items() if k not in timings}
+            == {k: v for k, v in runs[0]["pretext"].items() if k not in timings})
+
+
 def test_the_test_split_is_read_once_per_reported_number(runs):
     result = runs[0]
     expected = {("pretext",)}
