@@ -7,7 +7,7 @@ validation split and the test split read once per reported number.
 Writes <out>/result.json (every number, selection and timing), <out>/table.md, <out>/eval_ssl.png
 (pretext curves, label-efficiency curve, frozen probes) and <out>/log.txt.
 
-    python tools/eval_ssl.py --out output/eval_ssl            # default size (about 45-60 min, 2 CPU cores)
+    python tools/eval_ssl.py --out output/eval_ssl            # default size (about 85 min on 2 quiet CPU cores)
     python tools/eval_ssl.py --quick --out /tmp/eval_ssl      # plumbing only, seconds
 """
 from __future__ import annotations
