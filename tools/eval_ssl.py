@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=float, nargs="+",
                    help=f"label budgets, as fractions of the pool's labels (default {list(d.budgets)})")
     p.add_argument("--pt-steps", type=int, help=f"pretraining steps (default {d.pretrain.steps})")
+    p.add_argument("--size", type=int, help=f"clip height and width in pixels, a multiple of 16 (default {d.size})")
     p.add_argument("--decoder-mask-ratio", type=float, default=0.0,
                    help="share of the encoder-masked cubes the decoder drops (model.decoder_mask_ratio)")
     p.add_argument("--probe-layer", help=f"the attentive probe's layer: stage2, block<k>, stage3 (default {d.probe_layer})")
@@ -63,7 +64,9 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     for flag, value in (("--pt-steps", args.pt_steps), ("--workers", args.workers), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value}: need a whole number >= 1")
-    given = dict(workers=args.workers, probe_layer=args.probe_layer,
+    if args.size is not None and (args.size < 32 or args.size % 16):
+        raise ConfigError(f"--size {args.size}: need a multiple of 16 from 32 (the encoder's 1/16 grid)")
+    given = dict(workers=args.workers, probe_layer=args.probe_layer, size=args.size,
                  pt_seeds=args.pt_seeds and tuple(args.pt_seeds), seeds=args.seeds and tuple(args.seeds),
                  budgets=args.budgets and tuple(args.budgets),
                  pretrain=args.pt_steps and dataclasses.replace(base.pretrain, steps=args.pt_steps))

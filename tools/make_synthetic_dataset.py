@@ -11,7 +11,7 @@ import sys
 
 from video_mcmae import synthetic
 from video_mcmae.cli import run_cli
-from video_mcmae.eval.protocol import DEFAULT_STYLE
+from video_mcmae.eval.protocol import PLAIN_STYLE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,10 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--workers", type=int, default=None, help="processes (default: up to 2)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing layout folders")
     parser.add_argument("--scenes", action="store_true",
-                        help="render every video as a scene in the evaluation's default style (one large object "
-                             "over a faint ramp background, a small camera pan; video_mcmae.eval.protocol."
-                             "DEFAULT_STYLE): the moving object fills most masked cubes, so masked pretraining "
-                             "has it to predict. Default: one object over a flat background")
+                        help="render every video as a scene (one large object over a faint ramp background, a "
+                             "small camera pan; video_mcmae.eval.protocol.PLAIN_STYLE): the moving object fills "
+                             "most masked cubes, so masked pretraining has it to predict. Default: one object over a flat background")
     return parser
 
 
@@ -52,7 +51,7 @@ def _make(args: argparse.Namespace) -> None:
         videos_per_class={"train": args.train, "val": args.val, "test": args.test},
         num_frames=args.frames, fps=args.fps, height=args.height, width=args.width, seed=args.seed,
         layouts=args.layouts, workers=args.workers, overwrite=args.overwrite,
-        style=DEFAULT_STYLE if args.scenes else None)
+        style=PLAIN_STYLE if args.scenes else None)
     kind = "scene videos" if args.scenes else "videos"
     print(f"wrote {ds.num_videos} {kind} x {len(ds.layouts)} layout(s) ({ds.num_frames} frames, "
           f"{ds.height}x{ds.width}, {len(ds.class_names)} classes) in {ds.seconds:.1f} s")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from video_mcmae import synthetic as syn
-from video_mcmae.eval.protocol import DEFAULT_STYLE
+from video_mcmae.eval.protocol import PLAIN_STYLE
 from video_mcmae.synthetic.scenes import SceneStyle, render_scene, sample_scene
 
 # What each class must show on screen (x right, y down): the measured quantity and its sign.
@@ -443,12 +443,12 @@ def test_scene_style_renders_every_video_as_a_scene(tmp_path):
         syn.make_dataset(tmp_path / "bad", style="ramp", **opts)
 
 
-def test_cli_scenes_use_the_evaluation_default_style(tmp_path, capsys, load_tool):
+def test_cli_scenes_use_the_plain_scene_style(tmp_path, capsys, load_tool):
     cli = load_tool("make_synthetic_dataset")
     assert cli.main([str(tmp_path), "--num-classes", "4", "--train", "1", "--val", "1", "--test", "1",
                      "--frames", "4", "--height", "16", "--width", "16", "--layouts", "ssv2", "--scenes"]) == 0
     assert "scene videos" in capsys.readouterr().out
-    assert json.loads((tmp_path / "meta.json").read_text())["scene_style"] == dataclasses.asdict(DEFAULT_STYLE)
+    assert json.loads((tmp_path / "meta.json").read_text())["scene_style"] == dataclasses.asdict(PLAIN_STYLE)
 
 
 def test_vp9_after_decord_fails_with_a_clear_error(tmp_path):

@@ -39,13 +39,15 @@ def test_flags_reach_the_configuration(tool):
     assert default.model_kwargs["decoder_mask_ratio"] == 0.5 and default.model_kwargs["mask_ratio"] == 0.75
     assert default.budgets == (0.01, 0.1) and default.matched_budgets == (0.1,)
     assert "decoder_mask_ratio" not in tool.config_from_args(tool.parse_args([])).model_kwargs
+    assert tool.config_from_args(tool.parse_args(["--size", "64"])).size == 64
 
 
 @pytest.mark.parametrize("argv, message", [(["--budgets", "0"], "--budgets 0"),
                                            (["--budgets", "1.5"], "--budgets 1.5"),
                                            (["--decoder-mask-ratio", "1"], "--decoder-mask-ratio 1"),
                                            (["--pt-steps", "0"], "--pt-steps 0"),
-                                           (["--workers", "0"], "--workers 0")])
+                                           (["--workers", "0"], "--workers 0"),
+                                           (["--size", "40"], "--size 40")])
 def test_bad_values_are_refused(tool, argv, message):
     with pytest.raises(ConfigError, match=message):
         tool.config_from_args(tool.parse_args(argv))

@@ -51,10 +51,14 @@ ENCODER_KWARGS = ("embed_dims", "depths", "num_heads", "mlp_ratio", "conv_kernel
 VAL_MASK_SEED, TEST_MASK_SEED = 1001, 1002
 
 
-# The default scenes: one large textured object over a faint ramp background with a small camera
-# pan, so that the moving object is what a masked cube mostly holds (chosen on validation,
-# docs/ssl_evaluation.md).
-DEFAULT_STYLE = SceneStyle(min_objects=1, max_objects=1, background="ramp", contrast=0.3, object_scale=2.0, camera=0.1)
+# One large textured object over a faint ramp background with a small camera pan, so that the
+# moving object is what a masked cube mostly holds (the demo's scenes, `make_synthetic_dataset.py
+# --scenes`).
+PLAIN_STYLE = SceneStyle(min_objects=1, max_objects=1, background="ramp", contrast=0.3, object_scale=2.0, camera=0.1)
+# The protocol's scenes: the same object over a clearer ramp, a shorter class travel and a camera
+# pan up to 25% of the frame, so that the class is the object's motion relative to a moving
+# background (chosen on validation, docs/ssl_evaluation.md).
+DEFAULT_STYLE = dataclasses.replace(PLAIN_STYLE, contrast=0.6, camera=0.25, travel_scale=0.6)
 # The pretext: raw-pixel target, tube mask 0.75, a small decoder (64 wide, 2 blocks).
 DEFAULT_PRETEXT = dict(norm_pix_loss=False, mask_ratio=0.75, mask_type="tube", decoder_embed_dim=64, decoder_depth=2,
                        decoder_num_heads=2)
