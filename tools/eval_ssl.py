@@ -5,10 +5,14 @@ procedural clips: pretraining on an unlabelled pool, then for both initialisatio
 validation split and the test split read once per reported number.
 
 Writes <out>/result.json (every number, selection and timing), <out>/table.md, <out>/eval_ssl.png
-(pretext curves, label-efficiency curve, frozen probes) and <out>/log.txt.
+(pretext curves, label-efficiency curve, frozen probes) and <out>/log.txt. With --validation-only
+it runs the protocol's validation half (pretraining, frozen probes, the finetuning lr search with
+downstream seed 0), the way settings are chosen, and writes <out>/selection.json and <out>/log.txt;
+the test split is never rendered.
 
     python tools/eval_ssl.py --out output/eval_ssl            # default size (about 85 min on 2 quiet CPU cores)
     python tools/eval_ssl.py --quick --out /tmp/eval_ssl      # plumbing only, seconds
+    python tools/eval_ssl.py --validation-only --pt-seeds 0 --budgets 0.1 --out output/select
 """
 from __future__ import annotations
 
@@ -23,7 +27,7 @@ from typing import Sequence
 from video_mcmae.cli import run_cli
 from video_mcmae.config import ConfigError
 from video_mcmae.eval import report
-from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol
+from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol, run_selection
 from video_mcmae.paths import check_writable
 
 
@@ -33,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="output/eval_ssl", help="output folder (created; its four files are replaced)")
     p.add_argument("--quick", action="store_true", help="tiny sizes that check the plumbing, not the numbers")
+    p.add_argument("--validation-only", action="store_true",
+                   help="only the validation half (for choosing settings); the test split is never rendered")
     p.add_argument("--workers", type=int, help=f"processes running independent trainings (default {d.workers})")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per worker (1: on a 2-core machine two threads per process ran slower)")
@@ -77,13 +83,16 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
 
 
 def run(args: argparse.Namespace) -> dict:
-    """The protocol at the configured size; writes the four files and returns the result."""
+    """The protocol (or its validation half) at the configured size; writes its files and returns the result."""
     cfg = config_from_args(args)
     check_writable(args.out, "--out")  # before an hour of work, not at its end
     os.makedirs(args.out, exist_ok=True)
     started = time.perf_counter()
-    files = dict(json=os.path.join(args.out, "result.json"), table=os.path.join(args.out, "table.md"),
-                 png=os.path.join(args.out, "eval_ssl.png"), log=os.path.join(args.out, "log.txt"))
+    if args.validation_only:
+        files = dict(json=os.path.join(args.out, "selection.json"), log=os.path.join(args.out, "log.txt"))
+    else:
+        files = dict(json=os.path.join(args.out, "result.json"), table=os.path.join(args.out, "table.md"),
+                     png=os.path.join(args.out, "eval_ssl.png"), log=os.path.join(args.out, "log.txt"))
     with open(files["log"], "w") as log_file:
         def log(msg: str) -> None:
             line = f"[{time.perf_counter() - started:6.0f}s] {msg}"
@@ -91,16 +100,20 @@ def run(args: argparse.Namespace) -> dict:
             log_file.write(line + "\n")
             log_file.flush()
 
-        result = run_protocol(cfg, log, threads=args.threads)
-        result["targets"] = report.targets(result)
-        result["machine"] = f"{os.cpu_count()} CPU cores, {cfg.workers} workers x {args.threads} torch threads"
-        table = report.markdown(result, quick=args.quick)
-        with open(files["table"], "w") as f:
-            f.write(table)
+        if args.validation_only:
+            result = run_selection(cfg, log, threads=args.threads)
+        else:
+            result = run_protocol(cfg, log, threads=args.threads)
+            result["targets"] = report.targets(result)
+            result["machine"] = f"{os.cpu_count()} CPU cores, {cfg.workers} workers x {args.threads} torch threads"
+            table = report.markdown(result, quick=args.quick)
+            with open(files["table"], "w") as f:
+                f.write(table)
+            report.plot(result, files["png"])
+            log("\n" + table)
         with open(files["json"], "w") as f:
             json.dump(result, f, indent=1)
-        report.plot(result, files["png"])
-        log("\n" + table + "".join(f"wrote {path}\n" for path in files.values()))
+        log("".join(f"wrote {path}\n" for path in files.values()))
     result["files"] = files
     return result
 

@@ -116,3 +116,25 @@ def test_finetuning_stops_when_validation_stops_improving():
     assert result.best_step == 2 and result.steps == 8 and [s for s, _ in result.curve] == [2, 4, 6, 8]
     # the model ends with the kept (first) state, not the last one
     assert all(torch.equal(model.state_dict()[k], v) for k, v in result.state.items())
+
+
+def test_the_validation_half_selects_as_the_protocol_and_never_renders_the_test_split(runs, monkeypatch):
+    splits = []
+    real_render = protocol._render
+    monkeypatch.setattr(protocol, "_render", lambda cfg, split, n: splits.append(split) or real_render(cfg, split, n))
+    selection = protocol.run_selection(TINY, log=lambda msg: None)
+    assert "test" not in splits and {"train", "val"} <= set(splits)
+    full = runs[0]
+    assert selection["pretext"]["curves"] == full["pretext"]["curves"]
+    for budget, row in full["label_efficiency"].items():
+        for init in protocol.INITS:
+            trials = selection["finetune_search"][f"{float(budget):g} {init}"]
+            assert [t["lr"] for t in trials] == list(TINY.ft_lrs)
+            assert protocol.choose(trials)["lr"] == row[init]["lr"] and protocol.choose(trials)["val"] == row[init]["val"][0]
+    for i, seed in enumerate(TINY.seeds):
+        for init in protocol.INITS:
+            chosen = selection["frozen"][f"{init} seed {seed}"]
+            assert chosen["knn"] == full["frozen"]["knn"][init]["selection"][i]["val"]
+            for name in ("linear", "attentive"):
+                expected = full["frozen"][name][init]["selection"][i]
+                assert chosen[name] == {k: expected[k] for k in ("lr", "val", "epoch")}

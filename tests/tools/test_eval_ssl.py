@@ -1,4 +1,4 @@
-"""tools/eval_ssl.py: the quick run writes its four files (the protocol itself is tested in
+"""tools/eval_ssl.py: the quick run writes its four files (its validation half two) (the protocol itself is tested in
 tests/eval), the flags reach the configuration, bad values are refused."""
 import json
 
@@ -27,6 +27,14 @@ def test_quick_run_writes_the_table_json_and_png(tool, tmp_path):
     with Image.open(tmp_path / "eval_ssl.png") as png:
         png.load()
         assert png.size[0] > 1000 and png.size[1] > 300
+
+
+def test_validation_only_writes_the_selection_and_no_test_number(tool, tmp_path):
+    tool.run(tool.parse_args(["--quick", "--validation-only", "--budgets", "1", "--out", str(tmp_path)]))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "selection.json"]
+    saved = json.loads((tmp_path / "selection.json").read_text())
+    assert set(saved["finetune_search"]) == {"1 pretrained", "1 random"} and "test_reads" not in saved
+    assert "frozen, random seed 0: validation" in (tmp_path / "log.txt").read_text()
 
 
 def test_flags_reach_the_configuration(tool):

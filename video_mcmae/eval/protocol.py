@@ -292,15 +292,43 @@ def run_protocol(cfg: EvalConfig, log: Callable[[str], None] = print, threads: i
         runner.close()
 
 
-def _run(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None], started: float) -> dict:
+def run_selection(cfg: EvalConfig, log: Callable[[str], None] = print, threads: int = 1) -> dict:
+    """The protocol's validation half, for choosing settings: pretraining, the frozen probes and
+    the finetuning lr search with downstream seed 0. The test split is never rendered."""
+    started = time.perf_counter()
+    runner = _Runner(cfg, threads)
+    try:
+        sel = _select(cfg, runner, log)
+    finally:
+        runner.close()
+    frozen = {f"{r['init']} seed {r['seed']}": dict(knn=r["knn_val"], **{name: {k: r[name][k] for k in ("lr", "val", "epoch")}
+                                                                          for name in ("linear", "attentive")})
+              for r in sel["frozen"]}
+    search = {f"{budget:g} {init}": [{k: t[k] for k in ("lr", "val", "best_step", "steps")} for t in sel["search"]
+                                     if t["budget"] == budget and t["init"] == init]
+              for budget in cfg.budgets for init in INITS}
+    for name, row in frozen.items():
+        log(f"frozen, {name}: validation k-NN {row['knn'] * 100:.1f}, linear {row['linear']['val'] * 100:.1f}, "
+            f"attentive {row['attentive']['val'] * 100:.1f}")
+    return dict(config=dataclasses.asdict(cfg), pretext=dict(val_baselines=sel["val_baselines"],
+                                                             curves=[pt["curve"] for pt in sel["pts"]]),
+                frozen=frozen, finetune_search=search, seconds=time.perf_counter() - started)
+
+
+def _encoder(cfg: EvalConfig, encoders: Dict[int, dict], init: str, i: int):
+    """The encoder downstream seed number `i` starts from: pretraining seed i (cycling), or none."""
+    return encoders[cfg.pt_seeds[i % len(cfg.pt_seeds)]] if init == "pretrained" else None
+
+
+def _select(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None]) -> dict:
+    """Pretraining, the frozen probes of every (init, seed) and the finetuning lr search on seed 0:
+    every run whose only use of data is the pool and the validation split."""
     val = _render(cfg, "val", cfg.val_per_class)
-    test = HeldOut(_render(cfg, "test", cfg.test_per_class))
     log(f"data: pool {cfg.pool_per_class * cfg.classes}, validation {len(val)}, test {cfg.test_per_class * cfg.classes} "
         f"clips of {cfg.frames}x{cfg.size}x{cfg.size}, {cfg.classes} classes")
     reference = pretext_model(cfg)
     val_clips = val.subset(torch.arange(min(cfg.pretext_clips, len(val))))
-    val_mask = fixed_mask(reference, val_clips, VAL_MASK_SEED)
-    val_baselines = _baselines(reference, val_clips, val_mask)
+    val_baselines = _baselines(reference, val_clips, fixed_mask(reference, val_clips, VAL_MASK_SEED))
 
     pts = sorted(runner.map([(_pretrain_task, (seed,)) for seed in cfg.pt_seeds]), key=lambda r: r["seed"])
     for pt in pts:
@@ -308,8 +336,32 @@ def _run(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None], started: 
             f"(best trivial {min(val_baselines.values()):.5f}), {pt['seconds']:.0f} s")
     encoders = {pt["seed"]: pt["state"] for pt in pts}
 
+    jobs = [(_frozen_task, (init, seed, _encoder(cfg, encoders, init, i)))
+            for init in INITS for i, seed in enumerate(cfg.seeds)]
+    jobs += [(_finetune_task, (init, budget, lr, cfg.seeds[0], _encoder(cfg, encoders, init, 0)))
+             for budget in cfg.budgets for init in INITS for lr in cfg.ft_lrs]
+    results = runner.map(jobs)
+    search = [r for r in results if "budget" in r]
+    chosen = {}
+    for budget in cfg.budgets:
+        for init in INITS:
+            trials = [r for r in search if r["budget"] == budget and r["init"] == init]
+            chosen[(budget, init)] = choose(trials)
+            log(f"budget {budget:g} ({cfg.per_class(budget)}/class), {init}: validation "
+                + ", ".join(f"lr {t['lr']:g} {t['val'] * 100:.1f} (step {t['best_step']}/{t['steps']})" for t in trials)
+                + f" -> lr {chosen[(budget, init)]['lr']:g}")
+    return dict(reference=reference, val_baselines=val_baselines, pts=pts, encoders=encoders,
+                frozen=[r for r in results if "knn_val" in r], search=search, chosen=chosen)
+
+
+def _run(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None], started: float) -> dict:
+    sel = _select(cfg, runner, log)
+    reference, pts, search, chosen = sel["reference"], sel["pts"], sel["search"], sel["chosen"]
+
     def encoder(init: str, i: int):
-        return encoders[cfg.pt_seeds[i % len(cfg.pt_seeds)]] if init == "pretrained" else None
+        return _encoder(cfg, sel["encoders"], init, i)
+
+    test = HeldOut(_render(cfg, "test", cfg.test_per_class))
 
     # The pretext on the test split: one read per pretraining seed (the baselines: one read).
     def test_pretext(clips: ClipSet) -> dict:
@@ -323,22 +375,6 @@ def _run(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None], started: 
         return out
 
     pretext_test = test.score(("pretext",), test_pretext)
-
-    # Selection runs: frozen probes for every (init, seed); the finetuning lr search on seed 0.
-    first = [(_frozen_task, (init, seed, encoder(init, i))) for init in INITS for i, seed in enumerate(cfg.seeds)]
-    first += [(_finetune_task, (init, budget, lr, cfg.seeds[0], encoder(init, 0)))
-              for budget in cfg.budgets for init in INITS for lr in cfg.ft_lrs]
-    results = runner.map(first)
-    frozen = [r for r in results if "knn_val" in r]
-    search = [r for r in results if "budget" in r]
-    chosen = {}
-    for budget in cfg.budgets:
-        for init in INITS:
-            trials = [r for r in search if r["budget"] == budget and r["init"] == init]
-            chosen[(budget, init)] = choose(trials)
-            log(f"budget {budget:g} ({cfg.per_class(budget)}/class), {init}: validation "
-                + ", ".join(f"lr {t['lr']:g} {t['val'] * 100:.1f} (step {t['best_step']}/{t['steps']})" for t in trials)
-                + f" -> lr {chosen[(budget, init)]['lr']:g}")
 
     # The other seeds with the chosen lr, and the matched-compute runs.
     second = [(_finetune_task, (init, budget, chosen[(budget, init)]["lr"], seed, encoder(init, i)))
@@ -379,8 +415,8 @@ def _run(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None], started: 
             f"{row['random']['test']['std']:.1f}" + (f", random with matched compute {row['random_matched']['test']['mean']:.1f}"
                                                       if "random_matched" in row else ""))
 
-    frozen_rows = _frozen_scores(cfg, frozen, encoder, _pool_labels(cfg), test, log)
-    return dict(config=dataclasses.asdict(cfg), pretext=_pretext_summary(cfg, pts, val_baselines, pretext_test),
+    frozen_rows = _frozen_scores(cfg, sel["frozen"], encoder, _pool_labels(cfg), test, log)
+    return dict(config=dataclasses.asdict(cfg), pretext=_pretext_summary(cfg, pts, sel["val_baselines"], pretext_test),
                 label_efficiency={str(b): r for b, r in curve.items()}, frozen=frozen_rows,
                 test_reads=[list(t) for t in test.reads], seconds=time.perf_counter() - started,
                 chance=100.0 / cfg.classes)
