@@ -35,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenes", action="store_true",
                         help="render every video as a scene (one large object over a faint ramp background, a "
                              "small camera pan; video_mcmae.eval.protocol.PLAIN_STYLE): the moving object fills "
-                             "most masked cubes, so masked pretraining has it to predict. Default: one object over a flat background")
+                             "most masked cubes, so masked pretraining has it to predict. Default: one object over "
+                             "a flat background")
     return parser
 
 
