@@ -17,7 +17,7 @@ def _cfg(root, out, *opts):
     return load_config(os.path.join(os.path.dirname(__file__), "..", "..", "configs", "demo", "finetune.yaml"), [
         f"data.data_root={d}", f"data.train_list={d / 'train.csv'}", f"data.val_list={d / 'val.csv'}",
         f"data.class_names={d / 'classes.txt'}", "data.num_workers=0", "model.num_classes=4",
-        "model.drop_path_rate=0.0", "optim.batch_size=4", "optim.epochs=1", "optim.steps_per_epoch=2",
+        "model.drop_path_rate=0.0", "optim.batch_size=4", "optim.epochs=1", "optim.warmup_epochs=1", "optim.steps_per_epoch=2",
         "optim.weight_decay=0.0", "optim.layer_decay=1.0", "deepspeed.zero_stage=1", "run.tensorboard=false",
         f"run.output_dir={out}", *opts])
 

@@ -36,7 +36,7 @@ def _pretrain(tmp_path, synthetic_root, train_list, max_bad_fraction, workers, c
            "--output_dir", str(out), "--opt", f"data.data_root={synthetic_root / 'ssv2'}",
            "--opt", f"data.train_list={train_list}", "--opt", f"data.num_workers={workers}",
            "--opt", f"data.max_bad_fraction={max_bad_fraction}", "--opt", "optim.batch_size=2",
-           "--opt", "optim.epochs=1", "--opt", "run.log_every=1", "--opt", "run.tensorboard=false"]
+           "--opt", "optim.epochs=1", "--opt", "optim.warmup_epochs=1", "--opt", "run.log_every=1", "--opt", "run.tensorboard=false"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=child_env, capture_output=True, text=True, timeout=400)
     return proc, out
 

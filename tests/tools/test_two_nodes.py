@@ -102,7 +102,7 @@ def test_two_nodes_pretrain_stop_resume_finetune_test(tmp_path, synthetic_root, 
 
     # finetuning from the pretraining run
     ft = tmp_path / "finetune"
-    opts = _opts(*_data(synthetic_root), "model.num_classes=4", "optim.batch_size=2", "optim.epochs=1",
+    opts = _opts(*_data(synthetic_root), "model.num_classes=4", "optim.batch_size=2", "optim.epochs=1", "optim.warmup_epochs=1",
                  "optim.steps_per_epoch=2", "run.log_every=1", "run.tensorboard=false", "test.batch_size=2")
     run = Nodes(tmp_path, child_env, free_port(), "finetune", FINETUNE,
                 lambda n: ["--config", FT_CONFIG, "--output_dir", str(ft), "--finetune", str(out), *opts])

@@ -48,13 +48,13 @@ def _data_opts(root, *extra):
 
 def _pretrain_args(root, out, *extra):
     return ["--config", os.path.join(REPO, "configs", "demo", "pretrain.yaml"), "--output_dir", str(out),
-            *_data_opts(root, "deepspeed.zero_stage=1", "deepspeed.precision=bf16", "optim.epochs=1",
+            *_data_opts(root, "deepspeed.zero_stage=1", "deepspeed.precision=bf16", "optim.epochs=1", "optim.warmup_epochs=1",
                         "optim.steps_per_epoch=1"), *extra]
 
 
 def _finetune_args(root, out, *extra):
     return ["--config", os.path.join(REPO, "configs", "demo", "finetune.yaml"), "--output_dir", str(out),
-            *_data_opts(root, "optim.epochs=1", "optim.steps_per_epoch=1"), *extra]
+            *_data_opts(root, "optim.epochs=1", "optim.warmup_epochs=1", "optim.steps_per_epoch=1"), *extra]
 
 
 @pytest.fixture(scope="module")

@@ -72,7 +72,7 @@ def _finetune_args(root, out, *extra):
     d = root / "ssv2"
     opts = [f"data.data_root={d}", f"data.train_list={d / 'train.csv'}", f"data.val_list={d / 'val.csv'}",
             f"data.class_names={d / 'classes.txt'}", "data.num_workers=0", "run.device=cpu", "run.tensorboard=false",
-            "optim.batch_size=2", "optim.epochs=1", "optim.steps_per_epoch=1",
+            "optim.batch_size=2", "optim.epochs=1", "optim.warmup_epochs=1", "optim.steps_per_epoch=1",
             "model.img_size=64", "data.short_side_size=64"]  # the sizes of the weights made above
     return ["--config", FINETUNE_CONFIG, "--output_dir", str(out)] + [a for o in opts for a in ("--opt", o)] + list(extra)
 
