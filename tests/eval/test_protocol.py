@@ -72,7 +72,10 @@ def test_the_test_split_is_read_once_per_reported_number(runs):
     for budget, row in result["label_efficiency"].items():
         assert len(row["pretrained"]["test"]["runs"]) == len(TINY.seeds)
         assert row["gap"] == pytest.approx(row["pretrained"]["test"]["mean"] - row["random"]["test"]["mean"])
-    assert set(result["label_efficiency"]["0.25"]) == {"pretrained", "random", "random_matched", "gap"}
+    row = result["label_efficiency"]["0.25"]
+    assert set(row) == {"pretrained", "random", "random_matched", "gap", "gap_best"}
+    scratch = max(row["random"]["test"]["mean"], row["random_matched"]["test"]["mean"])
+    assert row["gap_best"] == pytest.approx(row["pretrained"]["test"]["mean"] - scratch)
     assert "random_matched" not in result["label_efficiency"]["1.0"]
 
 

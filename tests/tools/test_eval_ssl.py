@@ -45,7 +45,7 @@ def test_flags_reach_the_configuration(tool):
     assert explicit.pretrain.batch == quick.pretrain.batch and explicit.pt_seeds == quick.pt_seeds
     default = tool.config_from_args(tool.parse_args(["--decoder-mask-ratio", "0.5", "--budgets", "0.01", "0.1"]))
     assert default.model_kwargs["decoder_mask_ratio"] == 0.5 and default.model_kwargs["mask_ratio"] == 0.75
-    assert default.budgets == (0.01, 0.1) and default.matched_budgets == (0.1,)
+    assert default.budgets == (0.01, 0.1) and default.matched_budgets == (0.01, 0.1)
     assert "decoder_mask_ratio" not in tool.config_from_args(tool.parse_args([])).model_kwargs
     assert tool.config_from_args(tool.parse_args(["--size", "64"])).size == 64
 
