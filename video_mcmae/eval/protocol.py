@@ -90,7 +90,9 @@ class EvalConfig:
     # finetuning
     budgets: Tuple[float, ...] = (0.01, 0.03, 0.1, 1.0)  # fractions of the pool's labels
     ft_lrs: Tuple[float, ...] = (3e-4, 1e-3, 3e-3)
-    finetune: FinetuneRecipe = FinetuneRecipe(eval_every=100, patience=8, max_steps=3000)
+    # 8000 steps and a patience of 15 checks: every validation curve of the long-schedule check
+    # (both inits, docs/ssl_evaluation.md, third round) reaches its best before either ends it.
+    finetune: FinetuneRecipe = FinetuneRecipe(eval_every=100, patience=15, max_steps=8000)
     drop_path: float = 0.1
     seeds: Tuple[int, ...] = (0, 1, 2)  # downstream seeds; seed i uses pretraining seed i (cycling)
     matched_budgets: Tuple[float, ...] = (0.01, 0.03, 0.1)  # every budget the finetuning target covers
