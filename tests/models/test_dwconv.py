@@ -37,6 +37,43 @@ def test_dense_torch_backend_is_channels_last_conv(shape, kernel):
     torch.testing.assert_close(y, ref.movedim(1, -1))
 
 
+@pytest.mark.parametrize("shape,kernel", [((2, 3, 4, 5, 3), (3, 5, 5)), ((2, 2, 4, 4, 3), (1, 3, 3)),
+                                          ((2, 5, 4, 3), (5, 5))])
+@pytest.mark.parametrize("bias", [True, False])
+def test_cpu_gradients_are_the_convolutions(shape, kernel, bias):
+    """The CPU path computes the input gradient as a convolution with the flipped kernel: exact in
+    float64 (gradcheck), and torch's own gradients to rounding in float32."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(shape, generator=g, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(shape[-1], 1, *kernel, generator=g, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(shape[-1], generator=g, dtype=torch.float64, requires_grad=True) if bias else None
+    assert torch.autograd.gradcheck(lambda *a: dwconv.depthwise_conv(*a, backend="torch"), (x, w, b), fast_mode=True)
+
+    inputs = [t.detach().float().requires_grad_(True) for t in (x, w) + ((b,) if bias else ())]
+    y = dwconv.depthwise_conv(*inputs, *([] if bias else [None]), backend="torch")
+    dy = torch.randn(y.shape, generator=g)
+    conv = F.conv3d if len(kernel) == 3 else F.conv2d
+    ref = conv(inputs[0].movedim(-1, 1), *inputs[1:], *([] if bias else [None]),
+               padding=tuple(k // 2 for k in kernel), groups=shape[-1]).movedim(1, -1)
+    for got, want in zip(torch.autograd.grad(y, inputs, dy), torch.autograd.grad(ref, inputs, dy)):
+        torch.testing.assert_close(got, want)
+
+
+def test_cpu_gradient_of_one_input_only():
+    """A frozen weight (probing through the conv) or a frozen input (the first layer) gets no
+    gradient computed for it, and the other one is still right."""
+    g = torch.Generator().manual_seed(0)
+    x, w = torch.randn(2, 3, 6, 6, 4, generator=g), torch.randn(4, 1, 3, 5, 5, generator=g)
+    for frozen in ("input", "weight"):
+        xi, wi = x.clone().requires_grad_(frozen != "input"), w.clone().requires_grad_(frozen != "weight")
+        y = dwconv.depthwise_conv(xi, wi, None, backend="torch")
+        (grad,) = torch.autograd.grad(y.square().sum(), wi if frozen == "input" else xi)
+        xr, wr = x.clone().requires_grad_(True), w.clone().requires_grad_(True)
+        yr = F.conv3d(xr.movedim(-1, 1), wr, None, padding=(1, 2, 2), groups=4).movedim(1, -1)
+        want = torch.autograd.grad(yr.square().sum(), wr if frozen == "input" else xr)[0]
+        torch.testing.assert_close(grad, want)
+
+
 @pytest.mark.parametrize("grid,kernel", [((2, 3, 5, 7), (3, 5, 5)), ((2, 7, 5), (5, 5))])
 def test_visible_torch_reference(grid, kernel):
     g = torch.Generator().manual_seed(0)

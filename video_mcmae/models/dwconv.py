@@ -140,9 +140,43 @@ def _same_padding(weight):
     return tuple(k // 2 for k in weight.shape[2:])
 
 
+class _CpuDepthwise(torch.autograd.Function):
+    """torch's depthwise 'same' convolution with a cheaper input gradient on the CPU.
+
+    torch computes a depthwise Conv3d's input gradient some 15-30x slower than the forward (8.5 ms
+    against 0.5 ms for 16 clips of 32 channels over (4, 12, 12), one thread), about a fifth of a
+    tiny-preset finetuning step. With stride 1 and 'same' padding that gradient is itself a
+    depthwise convolution of the output gradient with the flipped kernel; the weight and bias
+    gradients stay torch's own."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        conv = F.conv3d if x.dim() == 5 else F.conv2d
+        return conv(x, weight, bias, padding=_same_padding(weight), groups=x.shape[1])
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        nd, groups, padding = x.dim() - 2, x.shape[1], _same_padding(weight)
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            conv = F.conv3d if nd == 3 else F.conv2d
+            grad_x = conv(grad, weight.flip(tuple(range(2, weight.dim()))), None, padding=padding, groups=groups)
+        want_w, want_b = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
+        if want_w or want_b:
+            _, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, [groups] if ctx.has_bias else None, [1] * nd, list(padding), [1] * nd, False,
+                [0] * nd, groups, [False, want_w, want_b])
+        return grad_x, grad_w, grad_b
+
+
 def _torch_dense(x, weight, bias):
     x = x.movedim(-1, 1)
     dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    if x.device.type == "cpu" and dtype in (torch.float32, torch.float64):
+        return _CpuDepthwise.apply(x, weight, bias).movedim(1, -1)
     if x.device.type == "cpu" and x.dim() == 5 and dtype == torch.bfloat16:
         # torch's CPU bf16 depthwise Conv3d weight gradient of a channels-last input reads
         # uninitialised memory (values up to 1e34, or not, by what the allocator hands out):
