@@ -10,7 +10,7 @@ it runs the protocol's validation half (pretraining, frozen probes, the finetuni
 downstream seed 0), the way settings are chosen, and writes <out>/selection.json and <out>/log.txt;
 the test split is never rendered.
 
-    python tools/eval_ssl.py --out output/eval_ssl            # default size (about 4 h on 2 CPU cores, estimated)
+    python tools/eval_ssl.py --out output/eval_ssl            # default size (about 3.3 h on 2 CPU cores, estimated)
     python tools/eval_ssl.py --quick --out /tmp/eval_ssl      # plumbing only, seconds
     python tools/eval_ssl.py --validation-only --pt-seeds 0 --budgets 0.1 --out output/select
 """
