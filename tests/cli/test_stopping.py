@@ -34,6 +34,21 @@ def test_ctrl_c_is_one_line(capsys):
                                        "checkpoint with --auto_resume\n")
 
 
+def test_a_signal_during_teardown_keeps_the_outcome(monkeypatch, capsys):
+    """Once the tool has its outcome, a signal (the launcher ending the ranks after one was lost)
+    neither raises a traceback out of the teardown nor replaces the status and its line."""
+    from video_mcmae.cli import boundary
+
+    def destroy():  # the teardown after the outcome: the process group is destroyed
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # bytecodes for the handler to run between
+            pass
+
+    monkeypatch.setattr(boundary.distributed, "destroy", destroy)
+    assert run_cli(lambda: 0) == 0
+    assert capsys.readouterr().err == ""
+
+
 def test_launcher_chain_is_found_from_the_command_lines():
     probe = "from video_mcmae.cli.stopping import launchers_above; print(len(launchers_above()))"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))

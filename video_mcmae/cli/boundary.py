@@ -134,5 +134,6 @@ def _run(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...]) 
         e.add_note(BUG_NOTE)
         raise
     finally:
+        stopping.exiting()
         distributed.destroy()
     return result if isinstance(result, int) and not isinstance(result, bool) else 0

@@ -3,7 +3,8 @@ started this rank.
 
 - SIGTERM and SIGINT raise `Stopped` in the main thread, so `finally` blocks run (logs closed, the
   output folder's lock released) and `run_cli` prints one line instead of a traceback. A second
-  signal is ignored: the first one is being acted on.
+  signal is ignored: the first one is being acted on. So is a signal after `exiting()`: the tool
+  has its outcome and is tearing down (e.g. the launcher ending the ranks after one was lost).
 - A signal can only be acted on between Python bytecodes, and a rank blocked in a collective
   waits for its peers. So the signal also starts a grace timer (through `signal.set_wakeup_fd`,
   written by the C-level handler at once): a process still alive `GRACE_S` seconds later exits
@@ -51,15 +52,23 @@ def signal_name(signum: int) -> str:
 class _State:
     active = False
     stopping: Optional[int] = None  # the signal being acted on
+    exiting = False  # the outcome is decided (`exiting()`): signals no longer raise
     why = ""  # set by the launcher watch before it signals this process
     pipe: Tuple[int, ...] = ()  # the wakeup pipe (read end, write end)
 
 
 def _handler(signum: int, frame) -> None:
-    if _State.stopping is not None:
+    if _State.stopping is not None or _State.exiting:
         return
     _State.stopping = signum
     raise Stopped(signum, _State.why)
+
+
+def exiting() -> None:
+    """The tool has its outcome (a result, an error line, a stop line): from here on a signal no
+    longer raises `Stopped`, which would cut the teardown short with a traceback. The grace timer
+    still ends a process that does not finish within `GRACE_S`."""
+    _State.exiting = True
 
 
 def _in_child_after_fork() -> None:
@@ -142,7 +151,8 @@ def on_signals(is_main) -> Iterator[None]:
     done = threading.Event()
     previous = {s: signal.signal(s, _handler) for s in SIGNALS}
     previous_fd = signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
-    _State.active, _State.stopping, _State.why, _State.pipe = True, None, "", (read_fd, write_fd)
+    _State.active, _State.stopping, _State.exiting, _State.why = True, None, False, ""
+    _State.pipe = (read_fd, write_fd)
     threads = [threading.Thread(target=_grace, args=(read_fd, done, is_main), name="stop-grace", daemon=True)]
     chain = launchers_above()
     if chain:
