@@ -143,6 +143,12 @@ def _same_padding(weight):
     return tuple(k // 2 for k in weight.shape[2:])
 
 
+def _conv_same(x, weight, bias):
+    """torch's depthwise 'same' convolution of a channels-first `x` (2D or 3D)."""
+    conv = F.conv3d if x.dim() == 5 else F.conv2d
+    return conv(x, weight, bias, padding=_same_padding(weight), groups=x.shape[1])
+
+
 class _CpuDepthwise(torch.autograd.Function):
     """torch's depthwise 'same' convolution with a cheaper input gradient on the CPU.
 
@@ -156,8 +162,7 @@ class _CpuDepthwise(torch.autograd.Function):
     def forward(ctx, x, weight, bias):
         ctx.save_for_backward(x, weight)
         ctx.has_bias = bias is not None
-        conv = F.conv3d if x.dim() == 5 else F.conv2d
-        return conv(x, weight, bias, padding=_same_padding(weight), groups=x.shape[1])
+        return _conv_same(x, weight, bias)
 
     @staticmethod
     def backward(ctx, grad):
@@ -165,8 +170,7 @@ class _CpuDepthwise(torch.autograd.Function):
         nd, groups, padding = x.dim() - 2, x.shape[1], _same_padding(weight)
         grad_x = grad_w = grad_b = None
         if ctx.needs_input_grad[0]:
-            conv = F.conv3d if nd == 3 else F.conv2d
-            grad_x = conv(grad, weight.flip(tuple(range(2, weight.dim()))), None, padding=padding, groups=groups)
+            grad_x = _conv_same(grad, weight.flip(tuple(range(2, weight.dim()))), None)
         want_w, want_b = ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]
         if want_w or want_b:
             _, grad_w, grad_b = torch.ops.aten.convolution_backward(
@@ -185,9 +189,7 @@ def _torch_dense(x, weight, bias):
         # uninitialised memory (values up to 1e34, or not, by what the allocator hands out):
         # give it a channels-first one
         x = x.contiguous()
-    conv = F.conv3d if x.dim() == 5 else F.conv2d
-    y = conv(x, weight, bias, padding=_same_padding(weight), groups=x.shape[1])
-    return y.movedim(1, -1)
+    return _conv_same(x, weight, bias).movedim(1, -1)
 
 
 def depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: Optional[torch.Tensor] = None,
