@@ -10,9 +10,14 @@ it runs the protocol's validation half (pretraining, frozen probes, the finetuni
 downstream seed 0), the way settings are chosen, and writes <out>/selection.json and <out>/log.txt;
 the test split is never rendered.
 
+Every finished training is kept in <out>/runs/ as it ends; after a stop (Ctrl-C, a kill, a
+machine that went away) the same command with --resume goes on from there, and gives the numbers
+an uninterrupted run gives.
+
     python tools/eval_ssl.py --out output/eval_ssl            # default size (about 3.3 h on 2 CPU cores, estimated)
     python tools/eval_ssl.py --quick --out /tmp/eval_ssl      # plumbing only, seconds
     python tools/eval_ssl.py --validation-only --pt-seeds 0 --budgets 0.1 --out output/select
+    python tools/eval_ssl.py --out output/eval_ssl --resume   # go on after a stop
 """
 from __future__ import annotations
 
@@ -28,15 +33,21 @@ from video_mcmae.cli import run_cli
 from video_mcmae.config import ConfigError
 from video_mcmae.eval import report
 from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol, run_selection
+from video_mcmae.eval.records import finished
 from video_mcmae.paths import check_writable
+from video_mcmae.run_lock import lock_folder
+
+RECORDS = "runs"
 
 
 def build_parser() -> argparse.ArgumentParser:
     # Flags left out keep the configuration's value (the default size's, or --quick's).
     d = EvalConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="output/eval_ssl", help="output folder (created; its four files are replaced)")
+    p.add_argument("--out", default="output/eval_ssl", help=f"output folder (created; its four files are replaced; finished trainings go to <out>/{RECORDS}/)")
     p.add_argument("--quick", action="store_true", help="tiny sizes that check the plumbing, not the numbers")
+    p.add_argument("--resume", action="store_true",
+                   help=f"go on from the trainings a stopped run with the same flags kept in <out>/{RECORDS}/")
     p.add_argument("--validation-only", action="store_true",
                    help="only the validation half (for choosing settings); the test split is never rendered")
     p.add_argument("--workers", type=int, help=f"processes running independent trainings (default {d.workers})")
@@ -86,14 +97,22 @@ def run(args: argparse.Namespace) -> dict:
     """The protocol (or its validation half) at the configured size; writes its files and returns the result."""
     cfg = config_from_args(args)
     check_writable(args.out, "--out")  # before an hour of work, not at its end
-    os.makedirs(args.out, exist_ok=True)
+    with lock_folder(args.out, "--out"):
+        return _run_locked(args, cfg)
+
+
+def _run_locked(args: argparse.Namespace, cfg: EvalConfig) -> dict:
+    records = os.path.join(args.out, RECORDS)
+    if not args.resume and finished(records):
+        raise ConfigError(f"--out {args.out} holds the trainings of an earlier run ({records}): add --resume to go "
+                          "on from them (same flags), or choose another --out")
     started = time.perf_counter()
     if args.validation_only:
         files = dict(json=os.path.join(args.out, "selection.json"), log=os.path.join(args.out, "log.txt"))
     else:
         files = dict(json=os.path.join(args.out, "result.json"), table=os.path.join(args.out, "table.md"),
                      png=os.path.join(args.out, "eval_ssl.png"), log=os.path.join(args.out, "log.txt"))
-    with open(files["log"], "w") as log_file:
+    with open(files["log"], "a" if args.resume else "w") as log_file:
         def log(msg: str) -> None:
             line = f"[{time.perf_counter() - started:6.0f}s] {msg}"
             print(line, flush=True)
@@ -101,9 +120,9 @@ def run(args: argparse.Namespace) -> dict:
             log_file.flush()
 
         if args.validation_only:
-            result = run_selection(cfg, log, threads=args.threads)
+            result = run_selection(cfg, log, threads=args.threads, records=records)
         else:
-            result = run_protocol(cfg, log, threads=args.threads)
+            result = run_protocol(cfg, log, threads=args.threads, records=records)
             result["targets"] = report.targets(result)
             result["machine"] = f"{os.cpu_count()} CPU cores, {cfg.workers} workers x {args.threads} torch threads"
             table = report.markdown(result, quick=args.quick)

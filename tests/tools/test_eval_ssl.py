@@ -1,5 +1,6 @@
-"""tools/eval_ssl.py: the quick run writes its four files (its validation half two) (the protocol itself is tested in
-tests/eval), the flags reach the configuration, bad values are refused."""
+"""tools/eval_ssl.py: the quick run writes its four files (its validation half two) and its trainings' records
+(the protocol itself is tested in tests/eval), a second run on the folder goes on only with --resume, the flags
+reach the configuration, bad values are refused."""
 import json
 
 import pytest
@@ -31,10 +32,27 @@ def test_quick_run_writes_the_table_json_and_png(tool, tmp_path):
 
 def test_validation_only_writes_the_selection_and_no_test_number(tool, tmp_path):
     tool.run(tool.parse_args(["--quick", "--validation-only", "--budgets", "1", "--out", str(tmp_path)]))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "selection.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "runs", "selection.json"]
     saved = json.loads((tmp_path / "selection.json").read_text())
     assert set(saved["finetune_search"]) == {"1 pretrained", "1 random"} and "test_reads" not in saved
     assert "frozen, random seed 0: validation" in (tmp_path / "log.txt").read_text()
+
+
+def test_a_second_run_on_the_folder_needs_resume_and_reads_the_same_numbers(tool, tmp_path, capsys):
+    first = tool.run(tool.parse_args(["--quick", "--out", str(tmp_path)]))
+    saved = (tmp_path / "result.json").read_text()
+    capsys.readouterr()
+    assert tool.main(["--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"--out {tmp_path} holds the trainings of an earlier run" in err[0] and "--resume" in err[0]
+    assert (tmp_path / "result.json").read_text() == saved  # nothing written is lost
+    again = tool.run(tool.parse_args(["--quick", "--out", str(tmp_path), "--resume"]))
+    assert again["trainings_loaded"] == len(list((tmp_path / "runs").glob("*.pt"))) > 0
+    assert again["label_efficiency"] == first["label_efficiency"] and again["frozen"] == first["frozen"]
+    log = (tmp_path / "log.txt").read_text()
+    assert log.count(f"wrote {tmp_path / 'result.json'}") == 2 and "going on from" in log  # the log goes on too
+    with pytest.raises(ConfigError, match="another configuration"):
+        tool.run(tool.parse_args(["--quick", "--out", str(tmp_path), "--resume", "--pt-steps", "5"]))
 
 
 def test_flags_reach_the_configuration(tool):

@@ -19,7 +19,9 @@ initialisation given the same tuning? (docs/ssl_evaluation.md states it before a
    rendered in the main process only, and `HeldOut` refuses a second read of the same number.
 
 Runs are independent and go to `workers` processes (each renders the pool and the validation
-split itself, from the same seeds; none ever holds the test split).
+split itself, from the same seeds; none ever holds the test split). With a records folder
+(`records.Records`) every finished training is kept on disk, and a run started again on that folder
+goes on from there.
 """
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ from .data import ClipSet, predict_clips, render_clips, to_input
 from .finetune import FinetuneRecipe, finetune
 from .probes import AttentiveProbe, HeadRecipe, LinearProbe, accuracy, fit_head, knn_predict, predict
 from .pretrain import PretrainRecipe, fixed_mask, masked_loss, pretrain
+from .records import Records
 
 INITS = ("pretrained", "random")
 FROZEN = ("knn", "linear", "attentive")
@@ -227,7 +230,7 @@ def _finetune_task(init: str, budget: float, lr: float, seed: int, encoder, matc
 
 
 def _call(job):
-    fn, args = job
+    _, fn, args = job
     return fn(*args)
 
 
@@ -242,10 +245,11 @@ def _convert(obj, leaf: type, fn):
     return obj
 
 
-def _call_in_worker(job):
+def _call_in_worker(indexed_job):
     # Tensors travel as arrays: plain pickling instead of one shared-memory file descriptor per
     # tensor (thousands of weights per protocol run).
-    return _convert(_call(job), torch.Tensor, lambda t: t.numpy())
+    index, job = indexed_job
+    return index, _convert(_call(job), torch.Tensor, lambda t: t.numpy())
 
 
 # ----------------------------------------------------------------------------- main side
@@ -257,22 +261,39 @@ def choose(trials: Sequence[dict]) -> dict:
 
 
 class _Runner:
-    """Runs jobs in this process (`workers` <= 1) or in a spawned pool (the workers render the
-    pool and validation data once each)."""
+    """Runs jobs — (record key, function, arguments) — in this process (`workers` <= 1) or in a
+    spawned pool (the workers render the pool and validation data once each), started at the
+    first job no record answers. Each result is recorded as soon as it arrives."""
 
-    def __init__(self, cfg: EvalConfig, threads: int):
-        self.cfg = cfg
-        if cfg.workers <= 1:
-            _worker_init(cfg, threads)
-            self.pool = None
+    def __init__(self, cfg: EvalConfig, threads: int, records: Records):
+        self.cfg, self.threads, self.records = cfg, threads, records
+        self.pool = None
+        self.ready = False
+
+    def _start(self) -> None:
+        if self.ready:
+            return
+        if self.cfg.workers <= 1:
+            _worker_init(self.cfg, self.threads)
         else:
             context = multiprocessing.get_context("spawn")
-            self.pool = context.Pool(cfg.workers, initializer=_worker_init, initargs=(cfg, threads))
+            self.pool = context.Pool(self.cfg.workers, initializer=_worker_init, initargs=(self.cfg, self.threads))
+        self.ready = True
 
     def map(self, jobs: List[tuple]) -> List[dict]:
+        results = [self.records.get(key) for key, _, _ in jobs]
+        todo = [(i, job) for i, job in enumerate(jobs) if results[i] is None]
+        if todo:
+            self._start()
         if self.pool is None:
-            return [_call(job) for job in jobs]
-        return [_convert(r, np.ndarray, torch.from_numpy) for r in self.pool.map(_call_in_worker, jobs, chunksize=1)]
+            done = ((i, _call(job)) for i, job in todo)
+        else:
+            done = ((i, _convert(r, np.ndarray, torch.from_numpy))
+                    for i, r in self.pool.imap_unordered(_call_in_worker, todo, chunksize=1))
+        for i, result in done:
+            self.records.put(jobs[i][0], result)
+            results[i] = result
+        return results
 
     def close(self) -> None:
         if self.pool is not None:
@@ -285,21 +306,27 @@ def _stats(values: Sequence[float]) -> dict:
     return dict(runs=[round(float(a), 2) for a in v], mean=float(v.mean()), std=float(v.std()))
 
 
-def run_protocol(cfg: EvalConfig, log: Callable[[str], None] = print, threads: int = 1) -> dict:
-    """The whole protocol (module docstring); returns every number, selection and timing."""
+def run_protocol(cfg: EvalConfig, log: Callable[[str], None] = print, threads: int = 1,
+                 records: Optional[str] = None) -> dict:
+    """The whole protocol (module docstring); returns every number, selection and timing.
+    `records`: a folder keeping every finished training, from which a run started again goes on."""
     started = time.perf_counter()
-    runner = _Runner(cfg, threads)
+    runner = _Runner(cfg, threads, _open_records(records, cfg, log))
     try:
-        return _run(cfg, runner, log, started)
+        result = _run(cfg, runner, log, started)
     finally:
         runner.close()
+    result["trainings_loaded"] = runner.records.loaded
+    return result
 
 
-def run_selection(cfg: EvalConfig, log: Callable[[str], None] = print, threads: int = 1) -> dict:
+def run_selection(cfg: EvalConfig, log: Callable[[str], None] = print, threads: int = 1,
+                  records: Optional[str] = None) -> dict:
     """The protocol's validation half, for choosing settings: pretraining, the frozen probes and
-    the finetuning lr search with downstream seed 0. The test split is never rendered."""
+    the finetuning lr search with downstream seed 0. The test split is never rendered. Its
+    records are the protocol's own: a full run on the same folder goes on from them."""
     started = time.perf_counter()
-    runner = _Runner(cfg, threads)
+    runner = _Runner(cfg, threads, _open_records(records, cfg, log))
     try:
         sel = _select(cfg, runner, log)
     finally:
@@ -318,9 +345,26 @@ def run_selection(cfg: EvalConfig, log: Callable[[str], None] = print, threads: 
                 frozen=frozen, finetune_search=search, seconds=time.perf_counter() - started)
 
 
+def _open_records(folder: Optional[str], cfg: EvalConfig, log: Callable[[str], None]) -> Records:
+    records = Records(folder, cfg)
+    if len(records):
+        log(f"going on from {len(records)} finished trainings in {folder}")
+    return records
+
+
 def _encoder(cfg: EvalConfig, encoders: Dict[int, dict], init: str, i: int):
     """The encoder downstream seed number `i` starts from: pretraining seed i (cycling), or none."""
-    return encoders[cfg.pt_seeds[i % len(cfg.pt_seeds)]] if init == "pretrained" else None
+    return encoders[_pt_seed(cfg, i)] if init == "pretrained" else None
+
+
+def _pt_seed(cfg: EvalConfig, i: int) -> int:
+    return cfg.pt_seeds[i % len(cfg.pt_seeds)]
+
+
+def _key(kind: str, init: str, seed: int, i: int, cfg: EvalConfig, **parts) -> str:
+    """A training's record key: what it is, its initialisation (with its pretraining seed) and seeds."""
+    start = f"pt{_pt_seed(cfg, i)}" if init == "pretrained" else init
+    return "-".join([kind, start, f"s{seed}"] + [f"{k}{v:g}" for k, v in parts.items()])
 
 
 def _select(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None]) -> dict:
@@ -333,15 +377,17 @@ def _select(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None]) -> dic
     val_clips = val.subset(torch.arange(min(cfg.pretext_clips, len(val))))
     val_baselines = _baselines(reference, val_clips, fixed_mask(reference, val_clips, VAL_MASK_SEED))
 
-    pts = sorted(runner.map([(_pretrain_task, (seed,)) for seed in cfg.pt_seeds]), key=lambda r: r["seed"])
+    pts = sorted(runner.map([(f"pretrain-pt{seed}", _pretrain_task, (seed,)) for seed in cfg.pt_seeds]),
+                 key=lambda r: r["seed"])
     for pt in pts:
         log(f"pretraining seed {pt['seed']}: validation loss {pt['curve'][0][1]:.5f} -> {pt['curve'][-1][1]:.5f} "
             f"(best trivial {min(val_baselines.values()):.5f}), {pt['seconds']:.0f} s")
     encoders = {pt["seed"]: pt["state"] for pt in pts}
 
-    jobs = [(_frozen_task, (init, seed, _encoder(cfg, encoders, init, i)))
+    jobs = [(_key("frozen", init, seed, i, cfg), _frozen_task, (init, seed, _encoder(cfg, encoders, init, i)))
             for init in INITS for i, seed in enumerate(cfg.seeds)]
-    jobs += [(_finetune_task, (init, budget, lr, cfg.seeds[0], _encoder(cfg, encoders, init, 0)))
+    jobs += [(_key("finetune", init, cfg.seeds[0], 0, cfg, budget=budget, lr=lr), _finetune_task,
+              (init, budget, lr, cfg.seeds[0], _encoder(cfg, encoders, init, 0)))
              for budget in cfg.budgets for init in INITS for lr in cfg.ft_lrs]
     results = runner.map(jobs)
     search = [r for r in results if "budget" in r]
@@ -380,13 +426,16 @@ def _run(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None], started: 
     pretext_test = test.score(("pretext",), test_pretext)
 
     # The other seeds with the chosen lr, and the matched-compute runs.
-    second = [(_finetune_task, (init, budget, chosen[(budget, init)]["lr"], seed, encoder(init, i)))
+    second = [(_key("finetune", init, seed, i, cfg, budget=budget, lr=chosen[(budget, init)]["lr"]), _finetune_task,
+               (init, budget, chosen[(budget, init)]["lr"], seed, encoder(init, i)))
               for budget in cfg.budgets for init in INITS for i, seed in enumerate(cfg.seeds) if i > 0]
     # Scratch gets the pretraining steps on top of the longest pretrained finetuning of the budget.
     matched_steps = {b: cfg.pretrain.steps + max(r["steps"] for r in search if r["budget"] == b and r["init"] == "pretrained")
                      for b in cfg.matched_budgets}
-    second += [(_finetune_task, ("random", budget, chosen[(budget, "random")]["lr"], seed, None, matched_steps[budget]))
-               for budget in cfg.matched_budgets for seed in cfg.seeds]
+    second += [(_key("matched", "random", seed, i, cfg, budget=budget, lr=chosen[(budget, "random")]["lr"],
+                     steps=matched_steps[budget]),
+                _finetune_task, ("random", budget, chosen[(budget, "random")]["lr"], seed, None, matched_steps[budget]))
+               for budget in cfg.matched_budgets for i, seed in enumerate(cfg.seeds)]
     results = runner.map(second)
     runs = {(b, init, cfg.seeds[0]): chosen[(b, init)] for b in cfg.budgets for init in INITS}
     runs.update({(r["budget"], r["init"], r["seed"]): r for r in results if not r["matched"]})
