@@ -2,7 +2,8 @@
 
 Exit status: 0 done (or the status the tool's body returns); 2 a user-fixable error, printed as
 one `error: <what> (<file>): <fix>` line on stderr (config, path, data list, weights or
-checkpoint file, unreadable videos, a full or read-only disk, a file where a folder belongs);
+checkpoint file, unreadable videos, a full or read-only disk, a file where a folder belongs; one
+that a rank other than the main one raises alone is `error (rank <r>): ...`);
 3 the training loss became NaN/inf; 130 / 143 stopped by SIGINT (Ctrl-C) / SIGTERM (or the
 launcher above a rank ended; `stopping`); 1 another rank of the run ended (a lost gloo peer). All
 of these are one line. Anything else is a bug: it propagates with its traceback, which ends with
@@ -15,6 +16,7 @@ import errno
 import pickle
 import signal
 import sys
+import time
 from typing import Any, Callable, Tuple, Type
 
 from safetensors import SafetensorError
@@ -34,6 +36,8 @@ USER_ERRORS: Tuple[Type[BaseException], ...] = (
 NON_FINITE_LOSS_STATUS = 3
 PEER_LOST_STATUS = 1
 BUG_NOTE = "this is a bug in video_mcmae; please report it with the traceback above"
+# How long the ranks of a run wait for each other to tell whether a user error is the same on all.
+AGREE_SECONDS = 3.0
 
 _OUTPUT_FIX = "free space, or write to another disk (--output_dir / run.output_dir / --out)"
 _OS_FIXES = {
@@ -93,8 +97,10 @@ def run_cli(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...
     """Run a tool's `body` and return its exit status (body's own when it returns an int); the
     process group is destroyed either way.
 
-    `USER_ERRORS` and `NonFiniteLossError` happen on every rank alike, so only the main rank
-    prints them. `rank_errors` are the caller's own user errors that one rank may raise alone
+    A user error (`USER_ERRORS`) is one line from the main rank when every rank raises it alike;
+    one that another rank raises alone is printed by that rank, naming it (`_report_user_error`).
+    `NonFiniteLossError` happens on every rank alike (the loss is reduced), so only the main rank
+    prints it. `rank_errors` are the caller's own user errors that one rank may raise alone
     (exit status 2): the rank that raised one prints it. A stop (SIGTERM, Ctrl-C, the launcher
     gone: `stopping`) and the loss of another rank are one line from the main rank.
     """
@@ -110,9 +116,11 @@ def run_cli(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...
 def _run(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...]) -> int:
     try:
         result = body()
-    except rank_errors + USER_ERRORS as e:
-        if distributed.is_main() or isinstance(e, rank_errors):
-            print(f"error: {message(e)}", file=sys.stderr, flush=True)
+    except rank_errors as e:
+        print(f"error: {message(e)}", file=sys.stderr, flush=True)
+        return 2
+    except USER_ERRORS as e:
+        _report_user_error(message(e))
         return 2
     except NonFiniteLossError as e:
         if distributed.is_main():
@@ -127,8 +135,7 @@ def _run(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...]) 
         if not text:
             e.add_note(BUG_NOTE)
             raise
-        if distributed.is_main():
-            print(f"error: {text}", file=sys.stderr, flush=True)
+        _report_user_error(text)
         return 2
     except Exception as e:
         e.add_note(BUG_NOTE)
@@ -137,3 +144,42 @@ def _run(body: Callable[[], Any], rank_errors: Tuple[Type[BaseException], ...]) 
         stopping.exiting()
         distributed.destroy()
     return result if isinstance(result, int) and not isinstance(result, bool) else 0
+
+
+def _report_user_error(text: str) -> None:
+    """The `error:` line of a user error. The main rank prints its own. Another rank prints its
+    error, naming its rank, unless the main rank reported the same text within `AGREE_SECONDS`: an
+    error every rank raises alike (a config value) stays one line, and one that a single rank
+    raises (a file only it reads) is not lost. The ranks compare through the process group's
+    store, which still works when they can no longer meet in a collective."""
+    store = distributed.store()
+    rank = distributed.get_rank()
+    if store is None:
+        if rank == 0:
+            print(f"error: {text}", file=sys.stderr, flush=True)
+        return
+    if rank == 0:
+        print(f"error: {text}", file=sys.stderr, flush=True)
+        store.set("user_error/0", text)
+        # Stay up (the store lives here) until the ranks with an error of their own have read it;
+        # ranks without one never answer.
+        _await(store, [f"user_error_read/{r}" for r in range(1, distributed.get_world_size())])
+        return
+    try:
+        same = _await(store, ["user_error/0"]) and store.get("user_error/0").decode("utf-8") == text
+        store.set(f"user_error_read/{rank}", "1")
+    except RuntimeError:  # the main rank is gone
+        same = False
+    if not same:
+        print(f"error (rank {rank}): {text}", file=sys.stderr, flush=True)
+
+
+def _await(store, keys) -> bool:
+    """Whether all `keys` are in the store within `AGREE_SECONDS`. Polled: the store's own timed
+    wait logs a warning on every timeout, and here a timeout is an answer."""
+    deadline = time.monotonic() + AGREE_SECONDS
+    while not store.check(keys):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

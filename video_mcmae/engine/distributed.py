@@ -131,6 +131,16 @@ def all_gather_object(out: List[Any], obj: Any) -> None:
         out[0] = obj
 
 
+def store():
+    """The process group's key-value store (the launcher's rendezvous), or None without a group of
+    several ranks. Ranks that can no longer meet in a collective (one of them failed) can still
+    leave each other a word there."""
+    if not (dist.is_initialized() and dist.get_world_size() > 1):
+        return None
+    # torch exposes the default group's store only through this accessor.
+    return dist.distributed_c10d._get_default_store()
+
+
 def derived_seed(*keys: int) -> int:
     """A well-mixed 31-bit seed from (seed, epoch, rank, ...): nearby keys give unrelated streams."""
     return int(np.random.SeedSequence([int(k) for k in keys]).generate_state(1)[0] & 0x7FFFFFFF)
