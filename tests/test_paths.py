@@ -22,6 +22,22 @@ def test_a_file_in_the_way_is_named(tmp_path):
         check_writable(str(tmp_path / "f" / "sub"), "--out")
 
 
+def test_a_folder_another_rank_makes_during_the_check_is_not_a_file_in_the_way(tmp_path, monkeypatch):
+    """Rank 0 creates the output folder (its lock) while rank 1 checks it: the folder appears
+    between the check's `isdir` and `lexists` (a run's rank 1 once exited with status 2 there)."""
+    out = tmp_path / "run"
+    real_isdir = os.path.isdir
+
+    def isdir_then_another_rank_makes_it(path):
+        found = real_isdir(path)
+        if os.fspath(path) == str(out) and not found:
+            out.mkdir()
+        return found
+
+    monkeypatch.setattr(os.path, "isdir", isdir_then_another_rank_makes_it)
+    assert check_writable(str(out), "--out") == str(out)
+
+
 def test_a_folder_that_refuses_new_files_is_named(tmp_path):
     try:  # sysfs refuses new entries even to root (chmod does not stop root)
         os.close(os.open("/sys/.video_mcmae-probe", os.O_CREAT | os.O_WRONLY))

@@ -33,7 +33,8 @@ def check_writable(path: str, what: str) -> str:
     path = os.path.abspath(os.fspath(path))
     existing = path
     while not os.path.isdir(existing):
-        if os.path.lexists(existing):
+        # A folder that appeared since the line above is fine: another rank of the run made it.
+        if os.path.lexists(existing) and not os.path.isdir(existing):
             raise OutputError(f"{what} ({existing}): a file is where a folder is needed: remove it, or choose "
                               "another output folder")
         existing = os.path.dirname(existing)
