@@ -377,20 +377,27 @@ def _select(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None]) -> dic
     val_clips = val.subset(torch.arange(min(cfg.pretext_clips, len(val))))
     val_baselines = _baselines(reference, val_clips, fixed_mask(reference, val_clips, VAL_MASK_SEED))
 
-    pts = sorted(runner.map([(f"pretrain-pt{seed}", _pretrain_task, (seed,)) for seed in cfg.pt_seeds]),
-                 key=lambda r: r["seed"])
+    def frozen_jobs(init: str) -> List[tuple]:
+        return [(_key("frozen", init, seed, i, cfg), _frozen_task, (init, seed, _encoder(cfg, encoders, init, i)))
+                for i, seed in enumerate(cfg.seeds)]
+
+    def search_jobs(init: str) -> List[tuple]:
+        return [(_key("finetune", init, cfg.seeds[0], 0, cfg, budget=budget, lr=lr), _finetune_task,
+                 (init, budget, lr, cfg.seeds[0], _encoder(cfg, encoders, init, 0)))
+                for budget in cfg.budgets for lr in cfg.ft_lrs]
+
+    # The random initialisation's runs need no pretraining: they share the workers with it. Long
+    # runs go first and the short probes last, so that no worker waits long at the end of a batch.
+    encoders: Dict[int, dict] = {}
+    first = runner.map([(f"pretrain-pt{seed}", _pretrain_task, (seed,)) for seed in cfg.pt_seeds]
+                       + search_jobs("random") + frozen_jobs("random"))
+    pts = sorted(first[:len(cfg.pt_seeds)], key=lambda r: r["seed"])
     for pt in pts:
         log(f"pretraining seed {pt['seed']}: validation loss {pt['curve'][0][1]:.5f} -> {pt['curve'][-1][1]:.5f} "
             f"(best trivial {min(val_baselines.values()):.5f}), {pt['seconds']:.0f} s")
-    encoders = {pt["seed"]: pt["state"] for pt in pts}
-
-    jobs = [(_key("frozen", init, seed, i, cfg), _frozen_task, (init, seed, _encoder(cfg, encoders, init, i)))
-            for init in INITS for i, seed in enumerate(cfg.seeds)]
-    jobs += [(_key("finetune", init, cfg.seeds[0], 0, cfg, budget=budget, lr=lr), _finetune_task,
-              (init, budget, lr, cfg.seeds[0], _encoder(cfg, encoders, init, 0)))
-             for budget in cfg.budgets for init in INITS for lr in cfg.ft_lrs]
-    results = runner.map(jobs)
-    search = [r for r in results if "budget" in r]
+    encoders.update({pt["seed"]: pt["state"] for pt in pts})
+    results = first[len(cfg.pt_seeds):] + runner.map(search_jobs("pretrained") + frozen_jobs("pretrained"))
+    search = sorted((r for r in results if "budget" in r), key=lambda r: (cfg.budgets.index(r["budget"]), INITS.index(r["init"])))
     chosen = {}
     for budget in cfg.budgets:
         for init in INITS:
@@ -425,17 +432,17 @@ def _run(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None], started: 
 
     pretext_test = test.score(("pretext",), test_pretext)
 
-    # The other seeds with the chosen lr, and the matched-compute runs.
-    second = [(_key("finetune", init, seed, i, cfg, budget=budget, lr=chosen[(budget, init)]["lr"]), _finetune_task,
-               (init, budget, chosen[(budget, init)]["lr"], seed, encoder(init, i)))
-              for budget in cfg.budgets for init in INITS for i, seed in enumerate(cfg.seeds) if i > 0]
+    # The matched-compute runs (the longest: first), and the other seeds with the chosen lr.
     # Scratch gets the pretraining steps on top of the longest pretrained finetuning of the budget.
     matched_steps = {b: cfg.pretrain.steps + max(r["steps"] for r in search if r["budget"] == b and r["init"] == "pretrained")
                      for b in cfg.matched_budgets}
-    second += [(_key("matched", "random", seed, i, cfg, budget=budget, lr=chosen[(budget, "random")]["lr"],
-                     steps=matched_steps[budget]),
-                _finetune_task, ("random", budget, chosen[(budget, "random")]["lr"], seed, None, matched_steps[budget]))
-               for budget in cfg.matched_budgets for i, seed in enumerate(cfg.seeds)]
+    second = [(_key("matched", "random", seed, i, cfg, budget=budget, lr=chosen[(budget, "random")]["lr"],
+                    steps=matched_steps[budget]),
+               _finetune_task, ("random", budget, chosen[(budget, "random")]["lr"], seed, None, matched_steps[budget]))
+              for budget in cfg.matched_budgets for i, seed in enumerate(cfg.seeds)]
+    second += [(_key("finetune", init, seed, i, cfg, budget=budget, lr=chosen[(budget, init)]["lr"]), _finetune_task,
+                (init, budget, chosen[(budget, init)]["lr"], seed, encoder(init, i)))
+               for budget in cfg.budgets for init in INITS for i, seed in enumerate(cfg.seeds) if i > 0]
     results = runner.map(second)
     runs = {(b, init, cfg.seeds[0]): chosen[(b, init)] for b in cfg.budgets for init in INITS}
     runs.update({(r["budget"], r["init"], r["seed"]): r for r in results if not r["matched"]})
