@@ -93,3 +93,15 @@ def test_a_record_that_would_run_code_is_refused(tmp_path):
     assert records.get("pretrain-pt1") is None
     with pytest.raises(ValueError, match="letters, digits"):
         records.get("../outside")
+
+
+def test_the_worker_pool_records_every_training_it_runs(tmp_path):
+    """Records written from the spawned pool's results answer a run in one process exactly."""
+    folder = str(tmp_path / "runs")
+    pooled = run_protocol(dataclasses.replace(TINY, workers=2), log=lambda msg: None, records=folder)
+    total = finished(folder)
+    assert pooled["trainings_loaded"] == 0 and total == len(TINY.pt_seeds) + 2 * len(TINY.seeds) + len(
+        TINY.budgets) * 2 * (len(TINY.ft_lrs) + len(TINY.seeds) - 1) + len(TINY.matched_budgets) * len(TINY.seeds)
+    alone = run_protocol(TINY, log=lambda msg: None, records=folder)
+    assert alone["trainings_loaded"] == total
+    assert {**_without_timings(alone), "config": None} == {**_without_timings(pooled), "config": None}  # workers differ
