@@ -49,6 +49,9 @@ def test_a_second_run_on_the_folder_needs_resume_and_reads_the_same_numbers(tool
     again = tool.run(tool.parse_args(["--quick", "--out", str(tmp_path), "--resume"]))
     assert again["trainings_loaded"] == len(list((tmp_path / "runs").glob("*.pt"))) > 0
     assert again["label_efficiency"] == first["label_efficiency"] and again["frozen"] == first["frozen"]
+    # the trainings' own time comes with their records; the table says the run went on from them
+    assert again["training_seconds"] == first["training_seconds"] > 0
+    assert f"after going on from {again['trainings_loaded']} finished trainings" in (tmp_path / "table.md").read_text()
     log = (tmp_path / "log.txt").read_text()
     assert log.count(f"wrote {tmp_path / 'result.json'}") == 2 and "going on from" in log  # the log goes on too
     with pytest.raises(ConfigError, match="another configuration"):

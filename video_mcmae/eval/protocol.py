@@ -479,6 +479,8 @@ def _run(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None], started: 
     return dict(config=dataclasses.asdict(cfg), pretext=_pretext_summary(cfg, pts, sel["val_baselines"], pretext_test),
                 label_efficiency={str(b): r for b, r in curve.items()}, frozen=frozen_rows,
                 test_reads=[list(t) for t in test.reads], seconds=time.perf_counter() - started,
+                # every training's own time, whichever process (or earlier, stopped run) ran it
+                training_seconds=sum(r["seconds"] for r in pts + sel["frozen"] + search + results),
                 chance=100.0 / cfg.classes)
 
 

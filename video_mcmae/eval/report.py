@@ -58,7 +58,7 @@ def markdown(result: dict, quick: bool = False) -> str:
         f"{cfg['size']}; unlabelled pool {pool}, validation {cfg['val_per_class'] * cfg['classes']}, test "
         f"{cfg['test_per_class'] * cfg['classes']} clips; {cfg['pretrain']['steps']} pretraining steps per pretraining "
         f"seed {cfg['pt_seeds']}; downstream seeds {cfg['seeds']}; every choice on validation, the test split read "
-        f"{len(result['test_reads'])} times (once per reported number); {result['seconds'] / 60:.1f} min.",
+        f"{len(result['test_reads'])} times (once per reported number); {_took(result)}.",
         "",
         "| pretext loss on test clips (fixed masks) | MSE |",
         "|---|---:|",
@@ -140,6 +140,16 @@ def plot(result: dict, path: str) -> None:
     ax.legend(fontsize=7)
     fig.suptitle(f"eval_ssl: {cfg['classes']} motion classes, {cfg['frames']}x{cfg['size']}x{cfg['size']} clips, "
                  f"pool {cfg['pool_per_class'] * cfg['classes']}, seeds {cfg['seeds']}, "
-                 f"{result['seconds'] / 60:.0f} min", fontsize=9)
+                 f"{_took(result)}", fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
+
+
+def _took(result: dict) -> str:
+    """The run's wall clock; for a run that went on from a stopped one, what this part took and
+    the trainings' own time in all."""
+    took = f"{result['seconds'] / 60:.1f} min"
+    if result.get("trainings_loaded"):
+        took += (f" after going on from {result['trainings_loaded']} finished trainings (all trainings: "
+                 f"{result['training_seconds'] / 60:.0f} worker-min)")
+    return took
