@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Flags left out keep the configuration's value (the default size's, or --quick's).
     d = EvalConfig()
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default="output/eval_ssl", help=f"output folder (created; its four files are replaced; finished trainings go to <out>/{RECORDS}/)")
+    p.add_argument("--out", default="output/eval_ssl",
+                   help=f"output folder (created; its four files are replaced; finished trainings go to <out>/{RECORDS}/)")
     p.add_argument("--quick", action="store_true", help="tiny sizes that check the plumbing, not the numbers")
     p.add_argument("--resume", action="store_true",
                    help=f"go on from the trainings a stopped run with the same flags kept in <out>/{RECORDS}/")

@@ -397,7 +397,8 @@ def _select(cfg: EvalConfig, runner: _Runner, log: Callable[[str], None]) -> dic
             f"(best trivial {min(val_baselines.values()):.5f}), {pt['seconds']:.0f} s")
     encoders.update({pt["seed"]: pt["state"] for pt in pts})
     results = first[len(cfg.pt_seeds):] + runner.map(search_jobs("pretrained") + frozen_jobs("pretrained"))
-    search = sorted((r for r in results if "budget" in r), key=lambda r: (cfg.budgets.index(r["budget"]), INITS.index(r["init"])))
+    search = sorted((r for r in results if "budget" in r),
+                    key=lambda r: (cfg.budgets.index(r["budget"]), INITS.index(r["init"])))
     chosen = {}
     for budget in cfg.budgets:
         for init in INITS:

@@ -8,8 +8,8 @@ training is deterministic given its key and the configuration, so a resumed run 
 exactly as one that was never stopped.
 
 `<folder>/config.json` holds the configuration the records belong to; a run with another
-configuration is refused while the folder holds records (they would answer another question). The files are read with
-`weights_only=True`: a record cannot run code.
+configuration is refused while the folder holds records (they would answer another question).
+The files are read with `weights_only=True`: a record cannot run code.
 """
 from __future__ import annotations
 
