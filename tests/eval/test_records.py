@@ -20,7 +20,7 @@ class Stop(Exception):
 
 
 def _without_timings(result: dict) -> dict:
-    out = {k: v for k, v in result.items() if k not in ("seconds", "trainings_loaded")}
+    out = {k: v for k, v in result.items() if k not in ("seconds", "trainings_loaded", "training_seconds")}
     out["pretext"] = {k: v for k, v in result["pretext"].items() if k != "seconds"}
     return out
 
