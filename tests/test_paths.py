@@ -1,11 +1,11 @@
 """video_mcmae.paths: output folders are probed with a real create (and nothing is left behind),
-and long lists of paths become one line plus a file holding all of them."""
+long lists of paths become one line plus a file holding all of them, and files are replaced whole."""
 import os
 
 import pytest
 
 from video_mcmae.errors import OutputError
-from video_mcmae.paths import check_writable, summarise
+from video_mcmae.paths import check_writable, summarise, write_atomic
 
 
 def test_a_writable_folder_passes_and_nothing_is_created(tmp_path):
@@ -57,3 +57,28 @@ def test_summarise(tmp_path):
     assert line == f"10 bad files: v0, v1, v2, ... (all 10 listed in {tmp_path / 'x' / 'all.txt'})"
     assert (tmp_path / "x" / "all.txt").read_text().splitlines() == [f"{n}\tgone" for n in names]
     assert os.listdir(tmp_path / "x") == ["all.txt"]
+
+
+def test_write_atomic_replaces_the_file_whole_or_not_at_all(tmp_path):
+    path = tmp_path / "summary.json"
+    write_atomic(str(path), lambda f: f.write(b"old"))
+    assert path.read_bytes() == b"old"
+
+    def fails_half_way(f):  # a full disk or a kill in the middle of the write
+        f.write(b"new, half")
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space"):
+        write_atomic(str(path), fails_half_way)
+    assert path.read_bytes() == b"old" and os.listdir(tmp_path) == ["summary.json"]  # no temporary left
+
+
+def test_write_atomic_writes_through_a_hidden_temporary_of_its_own(tmp_path, monkeypatch):
+    """Readers that list the folder (records count `*.pt`) never see the temporary under the
+    final name's pattern, and two processes writing the same file use different temporaries."""
+    seen = []
+    real_replace = os.replace
+    monkeypatch.setattr(os, "replace", lambda src, dst: (seen.append(src), real_replace(src, dst)))
+    write_atomic(str(tmp_path / "a.pt"), lambda f: f.write(b"x"))
+    name = os.path.basename(seen[0])
+    assert name.startswith(".a.pt.") and str(os.getpid()) in name and not name.endswith(".pt")

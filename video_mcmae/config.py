@@ -26,6 +26,7 @@ import yaml
 
 from video_mcmae.data.readers import DEFAULT_BACKEND
 from video_mcmae.errors import ConfigError
+from video_mcmae.paths import write_atomic
 from video_mcmae.presets import is_pretraining_preset
 
 logger = logging.getLogger(__name__)
@@ -566,10 +567,7 @@ def save_config(cfg: Config, out_dir: str, name: str = "config.yaml") -> str:
     """Write the resolved config next to a run's outputs; returns the file path."""
     os.makedirs(out_dir, exist_ok=True)
     path = os.path.join(out_dir, name)
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        yaml.safe_dump(cfg.to_dict(), f, sort_keys=False)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: f.write(yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode()))
     return path
 
 

@@ -7,6 +7,9 @@ in the nearest folder above it that does (the tools create the rest). The probe 
 create, not `os.access`: root passes `os.access` on a read-only mount, and a read-only file
 system only shows itself on a write.
 
+`write_atomic(path, write)` replaces a file so that a kill, a full disk or a reader at the same
+moment sees the old file or the new one, never half of one.
+
 `summarise(items, what, list_path)` turns a list of thousands of bad paths into one line (count,
 the first few, the file holding all of them). Imports nothing of the package but `errors`.
 """
@@ -16,7 +19,7 @@ import errno
 import os
 import socket
 import tempfile
-from typing import Optional, Sequence
+from typing import IO, Callable, Optional, Sequence
 
 from video_mcmae.errors import OutputError
 
@@ -58,8 +61,24 @@ def summarise(names: Sequence[str], what: str, list_path: str, lines: Optional[S
     if len(names) <= SHOWN:
         return f"{len(names)} {what}: {', '.join(names)}"
     os.makedirs(os.path.dirname(os.path.abspath(list_path)), exist_ok=True)
-    tmp = f"{list_path}.{socket.gethostname()}.{os.getpid()}.tmp"  # every rank may write the same list
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.writelines(f"{line}\n" for line in (names if lines is None else lines))
-    os.replace(tmp, list_path)
+    write_atomic(list_path, lambda f: f.writelines(f"{line}\n".encode() for line in (names if lines is None else lines)))
     return f"{len(names)} {what}: {', '.join(names[:SHOWN])}, ... (all {len(names)} listed in {list_path})"
+
+
+def write_atomic(path: str, write: Callable[[IO[bytes]], object]) -> None:
+    """Call `write` on a binary temporary file next to `path`, flush it to disk and rename it to
+    `path`. The temporary name is hidden and names the host and process: on a shared file system
+    every rank (every node's first rank) may write the same file at once, and a leftover from a
+    kill is neither read as the file nor overwritten by another writer."""
+    folder, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(folder, f".{name}.{socket.gethostname()}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        raise

@@ -22,10 +22,10 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 from typing import List, Optional, Tuple
 
 from video_mcmae.errors import CheckpointError
+from video_mcmae.paths import write_atomic
 
 LATEST = "latest"
 PARTIAL = ".partial"  # suffix of a tag folder whose save has not finished
@@ -106,13 +106,7 @@ def read_latest(out_dir: str) -> Optional[str]:
 
 
 def write_latest(out_dir: str, tag: str) -> None:
-    # One temporary name per writer: with a shared file system every node's first rank writes.
-    tmp = os.path.join(out_dir, f".{LATEST}.{socket.gethostname()}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(tag)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(out_dir, LATEST))
+    write_atomic(os.path.join(out_dir, LATEST), lambda f: f.write(tag.encode()))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any, Dict, Optional
 import torch
 
 from video_mcmae.errors import CheckpointError, ConfigError
+from video_mcmae.paths import write_atomic
 
 CONFIG_FILE = "config.json"
 # Settings that change how a run is executed, not what it computes.
@@ -56,7 +57,7 @@ class Records:
                     f"{folder} holds the trainings of another configuration (differs in: {', '.join(differ)}): "
                     "give the same settings to go on with that run, or choose another output folder")
         else:
-            _write_atomic(path, lambda f: f.write(json.dumps(wanted, indent=1, sort_keys=True).encode()))
+            write_atomic(path, lambda f: f.write(json.dumps(wanted, indent=1, sort_keys=True).encode()))
 
     def __len__(self) -> int:
         return finished(self.folder)
@@ -67,20 +68,21 @@ class Records:
         return os.path.join(self.folder, key + ".pt")
 
     def get(self, key: str) -> Optional[dict]:
-        if self.folder is None or not os.path.exists(self._path(key)):
+        path = None if self.folder is None else self._path(key)
+        if path is None or not os.path.exists(path):
             return None
         try:
-            record = torch.load(self._path(key), map_location="cpu", weights_only=True)
+            record = torch.load(path, map_location="cpu", weights_only=True)
         except (pickle.UnpicklingError, RuntimeError) as e:
             raise CheckpointError(
-                f"cannot read the training record {self._path(key)} ({str(e).strip().splitlines()[0]}): it was not "
+                f"cannot read the training record {path} ({str(e).strip().splitlines()[0]}): it was not "
                 "written by this protocol or is damaged; remove it (that training runs again)") from None
         self.loaded += 1
         return record
 
     def put(self, key: str, result: dict) -> None:
         if self.folder is not None:
-            _write_atomic(self._path(key), lambda f: torch.save(result, f))
+            write_atomic(self._path(key), lambda f: torch.save(result, f))
 
 
 def finished(folder: Optional[str]) -> int:
@@ -89,12 +91,3 @@ def finished(folder: Optional[str]) -> int:
         return 0
     return sum(1 for name in os.listdir(folder) if name.endswith(".pt"))
 
-
-def _write_atomic(path: str, write) -> None:
-    """Write through a temporary file and rename it: a kill leaves the old file or the new one."""
-    partial = path + ".partial"
-    with open(partial, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(partial, path)

@@ -10,6 +10,8 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 from matplotlib.figure import Figure
 
+from video_mcmae.paths import write_atomic
+
 from .merge import MergedViews
 
 PLOT_MAX_CLASSES = 50  # larger confusion matrices are written as CSV only
@@ -167,8 +169,5 @@ def write_report(merged: MergedViews, metrics: Dict[str, Any], out_dir: str) -> 
                                     for i, r in merged.unreadable.items()]
     summary.update(merged.meta)  # checkpoint, config, class names
     summary["files"] = {k: os.path.basename(p) for k, p in paths.items()}
-    tmp = paths["summary"] + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(summary, f, indent=2, allow_nan=False)
-    os.replace(tmp, paths["summary"])
+    write_atomic(paths["summary"], lambda f: f.write(json.dumps(summary, indent=2, allow_nan=False).encode()))
     return paths

@@ -17,6 +17,7 @@ import torch
 import torch.distributed as dist
 
 from video_mcmae.errors import CheckpointError, MultiViewError
+from video_mcmae.paths import write_atomic
 from video_mcmae.weights import load_torch_file
 
 SHARD_FORMAT = "video_mcmae.multiview.shard/1"
@@ -100,9 +101,7 @@ def save_shard(shard: Dict[str, Any], directory: str) -> str:
     """Write atomically (no half-written shard is ever visible to a merge); returns the path."""
     os.makedirs(directory, exist_ok=True)
     path = shard_path(directory, shard["rank"], shard["world_size"])
-    tmp = path + ".tmp"
-    torch.save(shard, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save(shard, f))
     return path
 
 
