@@ -154,12 +154,11 @@ def _report_user_error(text: str) -> None:
     store, which still works when they can no longer meet in a collective."""
     store = distributed.store()
     rank = distributed.get_rank()
-    if store is None:
-        if rank == 0:
-            print(f"error: {text}", file=sys.stderr, flush=True)
-        return
     if rank == 0:
         print(f"error: {text}", file=sys.stderr, flush=True)
+    if store is None:
+        return
+    if rank == 0:
         store.set("user_error/0", text)
         # Stay up (the store lives here) until the ranks with an error of their own have read it;
         # ranks without one never answer.

@@ -347,8 +347,9 @@ def run_selection(cfg: EvalConfig, log: Callable[[str], None] = print, threads: 
 
 def _open_records(folder: Optional[str], cfg: EvalConfig, log: Callable[[str], None]) -> Records:
     records = Records(folder, cfg)
-    if len(records):
-        log(f"going on from {len(records)} finished trainings in {folder}")
+    count = len(records)
+    if count:
+        log(f"going on from {count} finished trainings in {folder}")
     return records
 
 
