@@ -61,7 +61,8 @@ def summarise(names: Sequence[str], what: str, list_path: str, lines: Optional[S
     if len(names) <= SHOWN:
         return f"{len(names)} {what}: {', '.join(names)}"
     os.makedirs(os.path.dirname(os.path.abspath(list_path)), exist_ok=True)
-    write_atomic(list_path, lambda f: f.writelines(f"{line}\n".encode() for line in (names if lines is None else lines)))
+    rows = names if lines is None else lines
+    write_atomic(list_path, lambda f: f.writelines(f"{row}\n".encode() for row in rows))
     return f"{len(names)} {what}: {', '.join(names[:SHOWN])}, ... (all {len(names)} listed in {list_path})"
 
 
