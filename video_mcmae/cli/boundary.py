@@ -156,13 +156,14 @@ def _report_user_error(text: str) -> None:
     rank = distributed.get_rank()
     if rank == 0:
         print(f"error: {text}", file=sys.stderr, flush=True)
-    if store is None:
-        return
-    if rank == 0:
+        if store is None:
+            return
         store.set("user_error/0", text)
         # Stay up (the store lives here) until the ranks with an error of their own have read it;
         # ranks without one never answer.
         _await(store, [f"user_error_read/{r}" for r in range(1, distributed.get_world_size())])
+        return
+    if store is None:
         return
     try:
         same = _await(store, ["user_error/0"]) and store.get("user_error/0").decode("utf-8") == text

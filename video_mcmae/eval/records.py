@@ -68,8 +68,10 @@ class Records:
         return os.path.join(self.folder, key + ".pt")
 
     def get(self, key: str) -> Optional[dict]:
-        path = None if self.folder is None else self._path(key)
-        if path is None or not os.path.exists(path):
+        if self.folder is None:
+            return None
+        path = self._path(key)
+        if not os.path.exists(path):
             return None
         try:
             record = torch.load(path, map_location="cpu", weights_only=True)
