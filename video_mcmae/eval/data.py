@@ -17,7 +17,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import nn
 
 from video_mcmae.synthetic import hflip_class, time_reverse_class, video_rng
-from video_mcmae.synthetic.scenes import SceneStyle, render_scene, sample_scene
+from video_mcmae.synthetic.scenes import SceneParams, SceneStyle, render_background, render_scene, sample_scene
 
 _MEAN = torch.tensor(IMAGENET_DEFAULT_MEAN).view(1, 3, 1, 1, 1)
 _STD = torch.tensor(IMAGENET_DEFAULT_STD).view(1, 3, 1, 1, 1)
@@ -66,17 +66,30 @@ class ClipSet:
         return x, y
 
 
+def _scenes(class_names: Sequence[str], split: str, per_class: int, frames: int, size: int, style: SceneStyle,
+            seed: int, first: int) -> Iterator[Tuple[int, SceneParams]]:
+    for index in range(first, first + per_class):
+        for label, name in enumerate(class_names):
+            yield label, sample_scene(name, video_rng(seed, split, label, index), frames, size, size, style)
+
+
 def render_clips(class_names: Sequence[str], split: str, per_class: int, frames: int, size: int, style: SceneStyle,
                  seed: int = 0, first: int = 0) -> ClipSet:
     """`per_class` scenes of every class, interleaved by class; clip (label, i) depends on its own
     seed (seed, split, label, first + i) only."""
     clips, labels = [], []
-    for index in range(first, first + per_class):
-        for label, name in enumerate(class_names):
-            rng = video_rng(seed, split, label, index)
-            clips.append(render_scene(sample_scene(name, rng, frames, size, size, style)))
-            labels.append(label)
+    for label, scene in _scenes(class_names, split, per_class, frames, size, style, seed, first):
+        clips.append(render_scene(scene))
+        labels.append(label)
     return ClipSet(torch.from_numpy(np.stack(clips)), torch.tensor(labels), tuple(class_names))
+
+
+def render_backgrounds(class_names: Sequence[str], split: str, per_class: int, frames: int, size: int,
+                       style: SceneStyle, seed: int = 0, first: int = 0) -> torch.Tensor:
+    """The clips `render_clips` gives for the same arguments without their objects: `(N, T, H, W, 3)`
+    uint8, in the same order."""
+    return torch.from_numpy(np.stack([render_background(scene) for _, scene in
+                                      _scenes(class_names, split, per_class, frames, size, style, seed, first)]))
 
 
 @torch.no_grad()

@@ -194,6 +194,10 @@ def ramp_fill(obj: VideoParams, ramp: Ramp, colour: np.ndarray, u: np.ndarray) -
     return np.float32(0.3) + np.float32(0.4) * colour + along * np.asarray(ramp[1], dtype=np.float32)
 
 
+def _to_uint8(frames: np.ndarray) -> np.ndarray:
+    return np.clip(frames * np.float32(255.0) + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
+
+
 def render_scene(scene: SceneParams) -> np.ndarray:
     """Render ``(T, H, W, 3)`` uint8 RGB frames: the background, then the objects in order."""
     u = time_axis(scene.num_frames)
@@ -201,7 +205,12 @@ def render_scene(scene: SceneParams) -> np.ndarray:
     for obj, fill in zip(scene.objects, scene.fills):
         alpha, colour = object_layer(obj, u)
         frames = composite(frames, alpha, colour if fill is None else ramp_fill(obj, fill, colour, u))
-    return np.clip(frames * np.float32(255.0) + np.float32(0.5), 0.0, 255.0).astype(np.uint8)
+    return _to_uint8(frames)
+
+
+def render_background(scene: SceneParams) -> np.ndarray:
+    """``render_scene``'s frames without the objects (the pixels that differ are the objects')."""
+    return _to_uint8(background_frames(scene, time_axis(scene.num_frames)))
 
 
 def time_reverse_scene(scene: SceneParams) -> SceneParams:
