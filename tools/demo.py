@@ -4,11 +4,12 @@
   2. pretrain          tools/run_pretrain.py             tiny VideoConvMAE, masked autoencoding (DeepSpeed)
   3. export_pretrained tools/export_weights.py           consolidated pretrained weights (.safetensors)
   4. visualize         tools/visualize_reconstruction.py original | masked | reconstruction | error videos
-  5. finetune          tools/run_finetune.py --finetune <pretrained>   official head (mean pooling, layer decay)
-  6. export_finetuned  tools/export_weights.py           its best validation checkpoint
-  7. test              tools/test_multiview.py           that checkpoint: temporal x spatial views, video-level top-k
-  8. finetune_scratch  tools/run_finetune.py             the same recipe from a random init (its own lr)
-  9. test_scratch      tools/test_multiview.py           its best validation checkpoint
+  5. score_reconstruction tools/score_reconstruction.py  does it draw the moving object inside masked cubes?
+  6. finetune          tools/run_finetune.py --finetune <pretrained>   official head (mean pooling, layer decay)
+  7. export_finetuned  tools/export_weights.py           its best validation checkpoint
+  8. test              tools/test_multiview.py           that checkpoint: temporal x spatial views, video-level top-k
+  9. finetune_scratch  tools/run_finetune.py             the same recipe from a random init (its own lr)
+ 10. test_scratch      tools/test_multiview.py           its best validation checkpoint
 
     python tools/demo.py                      # or `make demo`; outputs in output/demo
     python tools/demo.py --quick --out /tmp/d # the shortened run the tests use
@@ -17,8 +18,9 @@ Training steps run under the DeepSpeed launcher: one rank per GPU when there is 
 ranks on the CPU. Every step's output is shown and kept in <out>/logs/<step>.log. The last lines
 summarise the run (<out>/summary.json holds the same numbers): the pretraining loss against the
 trivial predictors of the same masked cubes (predict zero, the best constant, copy the nearest
-visible cube; below the best of them the model has learned from the visible cubes), the test
-accuracy against chance, and one line comparing the pretrained and the scratch finetuning (both
+visible cube; below the best of them the model has learned from the visible cubes), how much of
+the moving object its predictions draw inside masked cubes (an error ratio: 1 = not at all), the
+test accuracy against chance, and one line comparing the pretrained and the scratch finetuning (both
 tested at their best validation checkpoint) with a verdict that says when the gap is within what
 this test set can resolve. The demo shows the path at its own size; `python tools/eval_ssl.py`
 measures whether pretraining helps (docs/ssl_evaluation.md).
@@ -47,6 +49,7 @@ try:
     from video_mcmae.data.lists import read_list
     from video_mcmae.engine.distributed import free_port
     from video_mcmae.errors import OutputError
+    from video_mcmae.eval.reconstruction import verdict as reconstruction_verdict
     from video_mcmae.models.baselines import BASELINES, log_key
     from video_mcmae.paths import check_writable
 except ModuleNotFoundError as err:
@@ -146,7 +149,7 @@ class Demo:
         device = f"{self.ranks} GPU rank(s)" if self.gpus else f"{self.ranks} CPU ranks (no GPU found)"
         print(f"demo{' (quick)' if self.quick else ''}: outputs in {self.out}; DeepSpeed on {device}", flush=True)
         self.clear_output()
-        total = 9
+        total = 10
         py = sys.executable
         pre, ft, scratch = (os.path.join(self.out, n) for n in ("pretrain", "finetune", "finetune_scratch"))
         test, test_scratch = os.path.join(self.out, "test"), os.path.join(self.out, "test_scratch")
@@ -170,21 +173,25 @@ class Demo:
                      f"reconstruction of {os.path.basename(video)}", [
                          py, os.path.join(TOOLS, "visualize_reconstruction.py"), video, "--weights", pretrained,
                          "--dataset", "ssv2", "--out", recon])
-        self.run(5, total, "finetune", "finetuning from the pretrained weights (official head)", [
+        score = os.path.join(self.out, "reconstruction_score.json")
+        self.run(5, total, "score_reconstruction", "how much of the moving object the masked cubes' predictions draw", [
+            py, os.path.join(TOOLS, "score_reconstruction.py"), "--weights", pretrained, "--out", score,
+            *(["--quick"] if self.quick else [])])
+        self.run(6, total, "finetune", "finetuning from the pretrained weights (official head)", [
             *self.launcher("run_finetune.py"), "--config", finetune_cfg, "--data", "ssv2", "--finetune", pretrained,
             "--output_dir", ft, *self.data_opts(), *self.epochs_opt("finetune_epochs")])
-        self.run(6, total, "export_finetuned", "the best finetuned checkpoint (validation top-1)", [
+        self.run(7, total, "export_finetuned", "the best finetuned checkpoint (validation top-1)", [
             py, os.path.join(TOOLS, "export_weights.py"), os.path.join(ft, "best"), os.path.join(weights, "finetuned")])
-        self.run(7, total, "test", "multi-view test of the pretrained run's best checkpoint", [
+        self.run(8, total, "test", "multi-view test of the pretrained run's best checkpoint", [
             *self.launcher("test_multiview.py"), "--config", finetune_cfg, "--checkpoint", os.path.join(ft, "best"),
             "--output_dir", test, *self.data_opts(), "--opt", "data.dataset=ssv2"])
-        self.run(8, total, "finetune_scratch", "the same finetuning from a random init", [
+        self.run(9, total, "finetune_scratch", "the same finetuning from a random init", [
             *self.launcher("run_finetune.py"), "--config", finetune_cfg, "--data", "ssv2", "--output_dir", scratch,
             *self.data_opts(), *self.epochs_opt("finetune_epochs"), "--opt", f"optim.lr={SCRATCH_LR}"])
-        self.run(9, total, "test_scratch", "multi-view test of the scratch run's best checkpoint", [
+        self.run(10, total, "test_scratch", "multi-view test of the scratch run's best checkpoint", [
             *self.launcher("test_multiview.py"), "--config", finetune_cfg, "--checkpoint",
             os.path.join(scratch, "best"), "--output_dir", test_scratch, *self.data_opts(), "--opt", "data.dataset=ssv2"])
-        return self.summary(pre, {"pretrained": (ft, test), "scratch": (scratch, test_scratch)}, weights, recon)
+        return self.summary(pre, {"pretrained": (ft, test), "scratch": (scratch, test_scratch)}, weights, recon, score)
 
     def clear_output(self) -> None:
         """Runs refuse to write over old checkpoints, so the demo starts clean. It only ever empties
@@ -214,7 +221,7 @@ class Demo:
                 out.append(sample.path)
         return out
 
-    def summary(self, pre: str, runs: Dict[str, tuple], weights: str, recon: str) -> Dict:
+    def summary(self, pre: str, runs: Dict[str, tuple], weights: str, recon: str, score: str) -> Dict:
         with open(os.path.join(pre, "log.jsonl"), encoding="utf-8") as f:
             epochs = [r for r in map(json.loads, f) if r.get("type") == "epoch"]
         num_classes = DATA["num_classes"]
@@ -222,6 +229,8 @@ class Demo:
         # the last epoch's averages over its steps, on the same masked cubes as its loss
         baselines = {name: last[log_key(name)] for name in BASELINES}
         finetuning = {init: _finetune_result(run, test) for init, (run, test) in runs.items()}
+        with open(score, encoding="utf-8") as f:
+            scored = json.load(f)
         result = {
             "quick": self.quick,
             "num_classes": num_classes,
@@ -233,6 +242,9 @@ class Demo:
             "pretrain_baselines_last_epoch": baselines,
             "pretrain_loss_vs_best_baseline": last["loss"] / min(baselines.values()),
             "pretrain_epochs": len(epochs),
+            "reconstruction": {"object_error_ratio": scored["error_ratio"], "clips": scored["validation_clips"],
+                               "object_fraction": scored["object_fraction"],
+                               "verdict": reconstruction_verdict(scored["error_ratio"])},
             "finetuning": finetuning,
             "comparison": compare(finetuning["pretrained"], finetuning["scratch"], num_classes),
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
@@ -245,6 +257,7 @@ class Demo:
                 "test_scratch_report": runs["scratch"][1],
                 "weights": weights,
                 "reconstructions": recon,
+                "reconstruction_score": score,
                 "logs": self.logs,
             },
         }
@@ -324,6 +337,10 @@ def print_summary(r: Dict, out: str) -> None:
         + f"; loss / best of them = {r['pretrain_loss_vs_best_baseline']:.2f}"
         + (" (below 1: learned from the visible cubes)" if r["pretrain_loss_vs_best_baseline"] < 1
            else " (not below the trivial level)"),
+        f"reconstructions ({r['reconstruction']['clips']} validation scenes of the demo's kind, fixed masks): at the "
+        f"object's pixels inside masked cubes the prediction's squared error is "
+        f"{r['reconstruction']['object_error_ratio']:.2f}x the background's (1: the object is not drawn, 0: drawn "
+        f"exactly) -> {r['reconstruction']['verdict']}",
         f"finetuning, official head (mean pooling, layer decay), tested at the best validation checkpoint, "
         f"video level ({pre['views_per_video'][0]}x{pre['views_per_video'][1]} views averaged, "
         f"{pre['test_videos']} videos; chance top-1 {r['chance_top1']:.1f}%"
@@ -338,7 +355,7 @@ def print_summary(r: Dict, out: str) -> None:
         "outputs:",
         f"  data              {o['data']}  (train/val/test.csv, classes.txt, videos/)",
         f"  pretraining run   {o['pretrain_run']}  (log.jsonl, config.yaml, checkpoints, tensorboard/)",
-        f"  reconstructions   {o['reconstructions']}  (.mp4, .gif, .png)",
+        f"  reconstructions   {o['reconstructions']}  (.mp4, .gif, .png); their score {o['reconstruction_score']}",
         f"  finetuning runs   {o['finetune_run']}, {o['finetune_scratch_run']}  (best/ = checkpoint tested)",
         f"  test reports      {o['test_report']}, {o['test_scratch_report']}  (summary.json, predictions.csv, confusion_matrix.*)",
         f"  weights           {o['weights']}  (pretrained/finetuned .safetensors + .json)",

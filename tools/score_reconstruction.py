@@ -1,5 +1,6 @@
 """Pretrain a VideoConvMAE in process on procedural scenes and score how much of the moving object it
-draws inside masked cubes (`video_mcmae.eval.reconstruction`): 1 = not at all, 0 = exactly.
+draws inside masked cubes (`video_mcmae.eval.reconstruction`): 1 = not at all, 0 = exactly. With
+--weights it scores an exported pretraining model instead (the demo scores its own that way).
 
 The scenes are the demo's (`video_mcmae.eval.protocol.PLAIN_STYLE`: one large object over a faint
 ramp) unless a flag changes them; the pretext is the evaluation's (raw-pixel target, tube masks
@@ -10,6 +11,7 @@ docs/demo.md lists what was measured with it.
     python tools/score_reconstruction.py                                   # the demo's pretext, 600 steps
     python tools/score_reconstruction.py --mask-type random --mask-ratio 0.25 --steps 1000
     python tools/score_reconstruction.py --texture solid --object-scale 3 --decoder-width 256
+    python tools/score_reconstruction.py --weights output/demo/weights/pretrained.safetensors
     python tools/score_reconstruction.py --quick                           # plumbing only, seconds
 """
 
@@ -25,13 +27,16 @@ from typing import Sequence
 import timm
 import torch
 
+from video_mcmae import api
 from video_mcmae.cli import run_cli
-from video_mcmae.config import ConfigError
+from video_mcmae.config import IMAGENET_MEAN, IMAGENET_STD, ConfigError
 from video_mcmae.eval.data import render_backgrounds, render_clips, to_input
-from video_mcmae.eval.pretrain import PretrainRecipe, fixed_mask, pretrain
+from video_mcmae.eval.pretrain import PretrainRecipe, fixed_mask, masked_loss, pretrain
 from video_mcmae.eval.protocol import DEFAULT_PRETEXT, PLAIN_STYLE
 from video_mcmae.eval.reconstruction import score_objects
+from video_mcmae.models import is_pretraining
 from video_mcmae.models.masking import MASK_TYPES
+from video_mcmae.paths import write_atomic
 from video_mcmae.synthetic import class_names
 from video_mcmae.synthetic.render import SHAPES, TEXTURES
 
@@ -42,6 +47,9 @@ MASK_SEED = 1001  # the validation clips' fixed mask
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", help="score this pretraining model (an export or checkpoint) instead of pretraining "
+                                     "one; the pretext and training flags are then not used")
+    p.add_argument("--out", help="also write the summary to this JSON file")
     p.add_argument("--steps", type=int, help="pretraining steps (default 600, the demo's)")
     p.add_argument("--lr", type=float, default=1.5e-3, help="peak lr of the cosine schedule (default 1.5e-3)")
     p.add_argument("--batch", type=int, default=16, help="clips per step (default 16)")
@@ -87,30 +95,54 @@ def run(args: argparse.Namespace) -> dict:
     except ValueError as e:
         raise ConfigError(f"{e} (--object-scale)") from None
     names = class_names(4)
+    loaded = _load(args.weights) if args.weights else None
+    frames, size = api.input_geometry(loaded.model) if loaded else (8, args.size)
+    val = render_clips(names, "val", args.val_per_class, frames, size, style)
+    backgrounds = render_backgrounds(names, "val", args.val_per_class, frames, size, style)
+    started = time.perf_counter()
+    if loaded:
+        model = loaded.model
+        mask = fixed_mask(model, val, MASK_SEED)
+        summary = dict(weights=args.weights, validation_loss=round(masked_loss(model, val, mask), 5))
+    else:
+        model, mask, summary = _pretrain(args, names, style, val)
+    model.eval()
+    with torch.no_grad():
+        trivial = {k: float(v) for k, v in model.trivial_baselines(to_input(val.clips), mask).items()}
+    score = score_objects(model, val, backgrounds, mask)
+    summary.update(seconds=round(time.perf_counter() - started, 1), validation_clips=len(val),
+                   trivial={k: round(v, 5) for k, v in trivial.items()},
+                   object_fraction=round(score.object_fraction, 3), error_ratio=round(score.error_ratio, 3))
+    if args.out:
+        write_atomic(args.out, lambda f: f.write(json.dumps(summary, indent=2).encode("utf-8")))
+    print(json.dumps(summary), flush=True)
+    print(f"object pixels are {score.object_fraction:.0%} of the masked pixels; error ratio there "
+          f"{score.error_ratio:.3f} (1: the object is not drawn, 0: drawn exactly)", flush=True)
+    return summary
+
+
+def _load(weights: str) -> api.LoadedModel:
+    loaded = api.load(weights)
+    if not is_pretraining(loaded.model):
+        raise ConfigError(f"--weights {weights}: {loaded.preset} is a classifier; scoring reconstructions needs "
+                          "a pretraining model (a videoconvmae_* export or checkpoint)")
+    if list(loaded.settings.mean) != list(IMAGENET_MEAN) or list(loaded.settings.std) != list(IMAGENET_STD):
+        raise ConfigError(f"--weights {weights}: trained with data.mean/std {loaded.settings.mean}/"
+                          f"{loaded.settings.std}; the procedural clips are fed with ImageNet's")
+    return loaded
+
+
+def _pretrain(args: argparse.Namespace, names, style, val):
     train = render_clips(names, "train", args.train_per_class, 8, args.size, style)
-    val = render_clips(names, "val", args.val_per_class, 8, args.size, style)
-    backgrounds = render_backgrounds(names, "val", args.val_per_class, 8, args.size, style)
     torch.manual_seed(args.seed)
     model = timm.create_model("videoconvmae_tiny_patch16", num_frames=8, img_size=args.size,
                               norm_pix_loss=DEFAULT_PRETEXT["norm_pix_loss"], mask_type=args.mask_type,
                               mask_ratio=args.mask_ratio, decoder_embed_dim=args.decoder_width,
                               decoder_depth=args.decoder_depth, decoder_num_heads=args.decoder_heads)
     mask = fixed_mask(model, val, MASK_SEED)
-    started = time.perf_counter()
     result = pretrain(model, train, PretrainRecipe(steps=args.steps, lr=args.lr, batch=args.batch,
                                                    eval_every=max(args.steps // 4, 1)), args.seed, val, mask)
-    model.eval()
-    with torch.no_grad():
-        trivial = {k: float(v) for k, v in model.trivial_baselines(to_input(val.clips), mask).items()}
-    score = score_objects(model, val, backgrounds, mask)
-    summary = dict(steps=args.steps, seconds=round(time.perf_counter() - started, 1),
-                   validation_loss=[(step, round(loss, 5)) for step, loss in result.curve],
-                   trivial={k: round(v, 5) for k, v in trivial.items()},
-                   object_fraction=round(score.object_fraction, 3), error_ratio=round(score.error_ratio, 3))
-    print(json.dumps(summary), flush=True)
-    print(f"object pixels are {score.object_fraction:.0%} of the masked pixels; error ratio there "
-          f"{score.error_ratio:.3f} (1: the object is not drawn, 0: drawn exactly)", flush=True)
-    return summary
+    return model, mask, dict(steps=args.steps, validation_loss=[(step, round(loss, 5)) for step, loss in result.curve])
 
 
 def main(argv: Sequence[str] = None) -> int:

@@ -9,7 +9,7 @@ from torch import nn
 from video_mcmae.eval.data import render_backgrounds, render_clips, to_input
 from video_mcmae.eval.pretrain import fixed_mask
 from video_mcmae.eval.protocol import PLAIN_STYLE
-from video_mcmae.eval.reconstruction import score_objects
+from video_mcmae.eval.reconstruction import score_objects, verdict
 from video_mcmae.synthetic import class_names, video_rng
 from video_mcmae.synthetic.render import object_layer, time_axis
 from video_mcmae.synthetic.scenes import render_background, render_scene, sample_scene
@@ -78,3 +78,9 @@ def test_backgrounds_of_other_clips_are_refused():
     fewer = render_backgrounds(NAMES, "val", 1, 8, 32, PLAIN_STYLE)
     with pytest.raises(ValueError, match="do not match the clips"):
         score_objects(model, clips, fewer, fixed_mask(model, clips, 0))
+
+
+@pytest.mark.parametrize("ratio, words", [(0.16, "is drawn"), (0.25, "a wash of its colour"),
+                                          (0.74, "hold the background"), (float("nan"), "nothing to judge")])
+def test_verdict_says_what_the_pictures_show(ratio, words):
+    assert words in verdict(ratio)

@@ -63,8 +63,8 @@ def test_quick_demo_learns_and_writes_every_output(tmp_path):
     test_summaries = [json.loads((out / t / "summary.json").read_text()) for t in ("test", "test_scratch")]
     assert [t["video"]["top1"] for t in test_summaries] == [pre["test_top1"], scratch["test_top1"]]
     assert pre["views_per_video"] == [2, 3] and pre["test_videos"] == scratch["test_videos"] == 40
-    for step in ("data", "pretrain", "export_pretrained", "visualize", "finetune", "export_finetuned", "test",
-                 "finetune_scratch", "test_scratch"):
+    for step in ("data", "pretrain", "export_pretrained", "visualize", "score_reconstruction", "finetune",
+                 "export_finetuned", "test", "finetune_scratch", "test_scratch"):
         assert f"] {step} done in" in proc.stdout, step
         assert (out / "logs" / f"{step}.log").is_file(), step
     assert "eval_ssl" not in summary["outputs"] and not (out / "eval_ssl").exists()
@@ -75,6 +75,13 @@ def test_quick_demo_learns_and_writes_every_output(tmp_path):
     tail = proc.stdout[proc.stdout.index("=== demo finished"):]
     assert str(out / "reconstructions") in tail
     assert f"loss / best of them = {summary['pretrain_loss_vs_best_baseline']:.2f}" in tail
+    # the reconstructions are scored by the exported model itself, and the verdict follows the number
+    recon_score = summary["reconstruction"]
+    scored = json.loads((out / "reconstruction_score.json").read_text())
+    assert scored["weights"] == str(out / "weights" / "pretrained.safetensors")
+    assert recon_score["object_error_ratio"] == scored["error_ratio"] > 0 and recon_score["clips"] == 8
+    assert (f"the prediction's squared error is {scored['error_ratio']:.2f}x the background's "
+            f"(1: the object is not drawn, 0: drawn exactly) -> {recon_score['verdict']}") in tail
     # the one comparison line, with the verdict the numbers allow
     gap = pre["test_top1"] - scratch["test_top1"]
     line = (f"pretrained vs scratch (same recipe, best validation checkpoint): test top-1 {pre['test_top1']:.1f}% vs "
@@ -90,7 +97,7 @@ def test_a_failing_step_stops_the_demo_and_names_it(tmp_path, monkeypatch, capsy
     monkeypatch.setenv("PYTHONPATH", REPO)
     assert demo.main(["--quick", "--out", str(tmp_path / "d")]) == 1
     err = capsys.readouterr().err
-    assert "demo stopped: step 1/9 'data' failed with exit status 2" in err
+    assert "demo stopped: step 1/10 'data' failed with exit status 2" in err
     log = tmp_path / "d" / "logs" / "data.log"
     assert str(log) in err and "num_classes=3" in log.read_text()
     assert not (tmp_path / "d" / "pretrain").exists()
@@ -142,5 +149,5 @@ def test_replaces_the_folder_an_earlier_demo_made(tmp_path, monkeypatch, capsys,
     (out / "pretrain").mkdir()
     (out / "pretrain" / "epoch-0002").write_text("an earlier run's checkpoint")
     assert demo.main(["--quick", "--out", str(out)]) == 1
-    assert "demo stopped: step 1/9 'data'" in capsys.readouterr().err  # not refused: the folder is the demo's
+    assert "demo stopped: step 1/10 'data'" in capsys.readouterr().err  # not refused: the folder is the demo's
     assert not (out / "pretrain").exists() and (out / MARKER).is_file()
