@@ -40,32 +40,37 @@ from video_mcmae.paths import write_atomic
 from video_mcmae.synthetic import class_names
 from video_mcmae.synthetic.render import SHAPES, TEXTURES
 
-DEFAULTS = dict(steps=600, train_per_class=60, val_per_class=16)  # the demo's steps and training scenes
+# The flags that shape the pretraining; with --weights the model is scored as exported, so they are refused.
+PRETRAINING = dict(steps=600, lr=1.5e-3, batch=16, train_per_class=60, size=48, seed=0,  # the demo's steps and scenes
+                   mask_type=DEFAULT_PRETEXT["mask_type"], mask_ratio=DEFAULT_PRETEXT["mask_ratio"],
+                   decoder_width=DEFAULT_PRETEXT["decoder_embed_dim"], decoder_depth=DEFAULT_PRETEXT["decoder_depth"],
+                   decoder_heads=DEFAULT_PRETEXT["decoder_num_heads"])
+DEFAULTS = dict(PRETRAINING, val_per_class=16)
 QUICK = dict(steps=4, train_per_class=2, val_per_class=2)
 MASK_SEED = 1001  # the validation clips' fixed mask
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--weights", help="score this pretraining model (an export or checkpoint) instead of pretraining "
-                                     "one; the pretext and training flags are then not used")
+    p.add_argument("--weights", help="score this pretraining model (an export or checkpoint) as it is instead of "
+                                     "pretraining one (the pretraining flags are refused with it)")
     p.add_argument("--out", help="also write the summary to this JSON file")
     p.add_argument("--steps", type=int, help="pretraining steps (default 600, the demo's)")
-    p.add_argument("--lr", type=float, default=1.5e-3, help="peak lr of the cosine schedule (default 1.5e-3)")
-    p.add_argument("--batch", type=int, default=16, help="clips per step (default 16)")
+    p.add_argument("--lr", type=float, help="peak lr of the cosine schedule (default 1.5e-3)")
+    p.add_argument("--batch", type=int, help="clips per step (default 16)")
     p.add_argument("--train-per-class", type=int, help="training scenes per class (default 60, the demo's)")
     p.add_argument("--val-per-class", type=int, help="validation scenes per class (default 16)")
-    p.add_argument("--size", type=int, default=48, help="clip height and width, a multiple of 16 (default 48)")
-    p.add_argument("--mask-type", choices=MASK_TYPES, default=DEFAULT_PRETEXT["mask_type"])
-    p.add_argument("--mask-ratio", type=float, default=DEFAULT_PRETEXT["mask_ratio"])
-    p.add_argument("--decoder-width", type=int, default=DEFAULT_PRETEXT["decoder_embed_dim"])
-    p.add_argument("--decoder-depth", type=int, default=DEFAULT_PRETEXT["decoder_depth"])
-    p.add_argument("--decoder-heads", type=int, default=DEFAULT_PRETEXT["decoder_num_heads"])
+    p.add_argument("--size", type=int, help="clip height and width, a multiple of 16 (default 48)")
+    p.add_argument("--mask-type", choices=MASK_TYPES, help=f"(default {PRETRAINING['mask_type']})")
+    p.add_argument("--mask-ratio", type=float, help=f"(default {PRETRAINING['mask_ratio']:g})")
+    p.add_argument("--decoder-width", type=int, help=f"(default {PRETRAINING['decoder_width']})")
+    p.add_argument("--decoder-depth", type=int, help=f"(default {PRETRAINING['decoder_depth']})")
+    p.add_argument("--decoder-heads", type=int, help=f"(default {PRETRAINING['decoder_heads']})")
     p.add_argument("--texture", choices=TEXTURES, help="every object's texture (default: each object's own)")
     p.add_argument("--shape", choices=SHAPES, help="every object's shape (default: each object's own)")
     p.add_argument("--object-scale", type=float, default=PLAIN_STYLE.object_scale,
                    help=f"object radius relative to the generator's (default {PLAIN_STYLE.object_scale:g})")
-    p.add_argument("--seed", type=int, default=0, help="the model's init and the batches' draws (default 0)")
+    p.add_argument("--seed", type=int, help="the model's init and the batches' draws (default 0)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     p.add_argument("--quick", action="store_true", help="tiny sizes that check the plumbing, not the numbers")
     return p
@@ -87,8 +92,13 @@ def check_args(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> dict:
-    sizes = QUICK if args.quick else DEFAULTS
-    args = argparse.Namespace(**{**vars(args), **{k: v for k, v in sizes.items() if getattr(args, k) is None}})
+    given = [k for k in PRETRAINING if getattr(args, k) is not None]
+    if args.weights and given:
+        flags = ", ".join(f"--{k.replace('_', '-')}" for k in given)
+        raise ConfigError(f"--weights scores the model as it was exported; {flags} shape a pretraining run: leave "
+                          "them out")
+    defaults = {**DEFAULTS, **QUICK} if args.quick else DEFAULTS
+    args = argparse.Namespace(**{**vars(args), **{k: v for k, v in defaults.items() if getattr(args, k) is None}})
     check_args(args)
     try:
         style = dataclasses.replace(PLAIN_STYLE, texture=args.texture, shape=args.shape, object_scale=args.object_scale)

@@ -78,3 +78,11 @@ def test_classifier_weights_are_refused(tool, tmp_path, capsys):
         assert tool.main(["--quick", "--weights", str(tmp_path / "clf.safetensors")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is a classifier" in err[0] and "pretraining model" in err[0]
+
+
+def test_pretraining_flags_with_weights_are_refused_not_ignored(tool, tmp_path, capsys):
+    _export(tmp_path / "mae", "videoconvmae_tiny_patch16")
+    with compute_conditions(threads=torch.get_num_threads(), deterministic=False):
+        assert tool.main(["--weights", str(tmp_path / "mae.safetensors"), "--mask-ratio", "0.5", "--steps", "9"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--steps, --mask-ratio" in err[0] and "leave them out" in err[0]
