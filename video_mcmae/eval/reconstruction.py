@@ -19,7 +19,8 @@ from torch import nn
 from .data import ClipSet, chunks, to_input
 
 # A pixel belongs to an object where some channel differs from the background by more than this
-# (in [0, 1] units): the scenes' antialiased edges and uint8 rounding stay below it.
+# (in [0, 1] units): far above uint8 rounding; an antialiased edge pixel counts once the object
+# covers enough of it.
 OBJECT_THRESHOLD = 0.1
 
 
