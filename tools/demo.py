@@ -19,8 +19,9 @@ ranks on the CPU. Every step's output is shown and kept in <out>/logs/<step>.log
 summarise the run (<out>/summary.json holds the same numbers): the pretraining loss against the
 trivial predictors of the same masked cubes (predict zero, the best constant, copy the nearest
 visible cube; below the best of them the model has learned from the visible cubes), how much of
-the moving object its predictions draw inside masked cubes (an error ratio: 1 = not at all), the
-test accuracy against chance, and one line comparing the pretrained and the scratch finetuning (both
+the moving object its predictions draw inside masked cubes (its colour: an error ratio, 1 = not at
+all; its shape: below 1 the edge is placed better than each cube's flat colour), the test
+accuracy against chance, and one line comparing the pretrained and the scratch finetuning (both
 tested at their best validation checkpoint) with a verdict that says when the gap is within what
 this test set can resolve. The demo shows the path at its own size; `python tools/eval_ssl.py`
 measures whether pretraining helps (docs/ssl_evaluation.md).
@@ -49,7 +50,6 @@ try:
     from video_mcmae.data.lists import read_list
     from video_mcmae.engine.distributed import free_port
     from video_mcmae.errors import OutputError
-    from video_mcmae.eval.reconstruction import verdict as reconstruction_verdict
     from video_mcmae.models.baselines import BASELINES, log_key
     from video_mcmae.paths import check_writable
 except ModuleNotFoundError as err:
@@ -242,9 +242,9 @@ class Demo:
             "pretrain_baselines_last_epoch": baselines,
             "pretrain_loss_vs_best_baseline": last["loss"] / min(baselines.values()),
             "pretrain_epochs": len(epochs),
-            "reconstruction": {"object_error_ratio": scored["error_ratio"], "clips": scored["validation_clips"],
-                               "object_fraction": scored["object_fraction"],
-                               "verdict": reconstruction_verdict(scored["error_ratio"])},
+            "reconstruction": {"object_error_ratio": scored["error_ratio"], "shape_ratio": scored["shape_ratio"],
+                               "clips": scored["validation_clips"], "object_fraction": scored["object_fraction"],
+                               "edge_cubes": scored["edge_cubes"], "verdict": scored["verdict"]},
             "finetuning": finetuning,
             "comparison": compare(finetuning["pretrained"], finetuning["scratch"], num_classes),
             "seconds": {k: round(v, 1) for k, v in self.seconds.items()},
@@ -340,7 +340,8 @@ def print_summary(r: Dict, out: str) -> None:
         f"reconstructions ({r['reconstruction']['clips']} validation scenes of the demo's kind, fixed masks): at the "
         f"object's pixels inside masked cubes the prediction's squared error is "
         f"{r['reconstruction']['object_error_ratio']:.2f}x the background's (1: the object is not drawn, 0: drawn "
-        f"exactly) -> {r['reconstruction']['verdict']}",
+        f"exactly); where its edge crosses a masked cube, {r['reconstruction']['shape_ratio']:.2f}x each cube's flat "
+        f"colour's (below 1: its shape is drawn) -> {r['reconstruction']['verdict']}",
         f"finetuning, official head (mean pooling, layer decay), tested at the best validation checkpoint, "
         f"video level ({pre['views_per_video'][0]}x{pre['views_per_video'][1]} views averaged, "
         f"{pre['test_videos']} videos; chance top-1 {r['chance_top1']:.1f}%"

@@ -1,5 +1,6 @@
 """Pretrain a VideoConvMAE in process on procedural scenes and score how much of the moving object it
-draws inside masked cubes (`video_mcmae.eval.reconstruction`): 1 = not at all, 0 = exactly. With
+draws inside masked cubes (`video_mcmae.eval.reconstruction`): its colour (1 = not at all, 0 =
+exactly) and its shape (below 1: the edge is placed better than each cube's flat colour). With
 --weights it scores an exported pretraining model instead (the demo scores its own that way).
 
 The scenes are the demo's (`video_mcmae.eval.protocol.PLAIN_STYLE`: one large object over a faint
@@ -33,7 +34,7 @@ from video_mcmae.config import IMAGENET_MEAN, IMAGENET_STD, ConfigError
 from video_mcmae.eval.data import render_backgrounds, render_clips, to_input
 from video_mcmae.eval.pretrain import PretrainRecipe, fixed_mask, masked_loss, pretrain
 from video_mcmae.eval.protocol import DEFAULT_PRETEXT, PLAIN_STYLE
-from video_mcmae.eval.reconstruction import score_objects
+from video_mcmae.eval.reconstruction import score_objects, verdict
 from video_mcmae.models import is_pretraining
 from video_mcmae.models.masking import MASK_TYPES
 from video_mcmae.paths import write_atomic
@@ -122,12 +123,15 @@ def run(args: argparse.Namespace) -> dict:
     score = score_objects(model, val, backgrounds, mask)
     summary.update(seconds=round(time.perf_counter() - started, 1), validation_clips=len(val),
                    trivial={k: round(v, 5) for k, v in trivial.items()},
-                   object_fraction=round(score.object_fraction, 3), error_ratio=round(score.error_ratio, 3))
+                   object_fraction=round(score.object_fraction, 3), error_ratio=round(score.error_ratio, 3),
+                   edge_cubes=score.edge_cubes, shape_ratio=round(score.shape_ratio, 3), verdict=verdict(score))
     if args.out:
         write_atomic(args.out, lambda f: f.write(json.dumps(summary, indent=2).encode("utf-8")))
     print(json.dumps(summary), flush=True)
     print(f"object pixels are {score.object_fraction:.0%} of the masked pixels; error ratio there "
-          f"{score.error_ratio:.3f} (1: the object is not drawn, 0: drawn exactly)", flush=True)
+          f"{score.error_ratio:.3f} (1: the object is not drawn, 0: drawn exactly); in the {score.edge_cubes} masked "
+          f"cubes its edge crosses, shape ratio {score.shape_ratio:.3f} (below 1: the edge is placed better than "
+          f"each cube's flat colour) -> {summary['verdict']}", flush=True)
     return summary
 
 

@@ -1,5 +1,7 @@
 """video_mcmae.eval.reconstruction: backgrounds are the clips less their objects; the object score
 is 0 for an exact prediction (whatever the target's normalisation) and 1 for the background."""
+import dataclasses
+
 import numpy as np
 import pytest
 import timm
@@ -9,7 +11,7 @@ from torch import nn
 from video_mcmae.eval.data import render_backgrounds, render_clips, to_input
 from video_mcmae.eval.pretrain import fixed_mask
 from video_mcmae.eval.protocol import PLAIN_STYLE
-from video_mcmae.eval.reconstruction import score_objects, verdict
+from video_mcmae.eval.reconstruction import ObjectScore, score_objects, verdict
 from video_mcmae.synthetic import class_names, video_rng
 from video_mcmae.synthetic.render import object_layer, time_axis
 from video_mcmae.synthetic.scenes import render_background, render_scene, sample_scene
@@ -47,7 +49,8 @@ class Oracle(nn.Module):
         super().__init__()
         self.model, self.source = model, source
         self.patch_dim = model.patch_dim
-        self.unpatchify, self.unnormalize_target = model.unpatchify, model.unnormalize_target
+        self.patchify, self.unpatchify = model.patchify, model.unpatchify
+        self.unnormalize_target = model.unnormalize_target
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor):
         return None, self.model.target(to_input(self.source)), mask
@@ -70,6 +73,31 @@ def test_score_is_zero_for_the_exact_prediction_and_one_for_the_background(norm_
         assert background.error_ratio < 0.95
     else:
         assert background.error_ratio == pytest.approx(1.0, abs=1e-3)
+    assert exact.edge_cubes == background.edge_cubes > 0
+    assert exact.shape_ratio == pytest.approx(0.0, abs=1e-4)
+
+
+def _cube_means(model: nn.Module, clips: torch.Tensor) -> torch.Tensor:
+    """`clips` with every cube of `model`'s grid replaced by its own mean colour."""
+    cubes = model.patchify(clips.permute(0, 4, 1, 2, 3).float()).unflatten(-1, (-1, 3))
+    flat = model.unpatchify(cubes.mean(2, keepdim=True).expand_as(cubes).flatten(2))
+    return flat.permute(0, 2, 3, 4, 1).round().to(torch.uint8)
+
+
+def test_shape_ratio_is_one_for_each_cubes_flat_colour_and_above_for_the_background():
+    """The cubes' own mean colours score 1 on the shape ratio (and well below 1 on the colour ratio
+    when the object is large): the colour of a cube is right, its shape is not there."""
+    style = dataclasses.replace(PLAIN_STYLE, texture="solid", object_scale=4.0)
+    clips = render_clips(NAMES, "val", 2, 8, 32, style)
+    backgrounds = render_backgrounds(NAMES, "val", 2, 8, 32, style)
+    model = timm.create_model("videoconvmae_tiny_patch16", num_frames=8, img_size=32, norm_pix_loss=False)
+    mask = fixed_mask(model, clips, 0)
+    flat = score_objects(Oracle(model, _cube_means(model, clips.clips)), clips, backgrounds, mask, batch=len(clips))
+    background = score_objects(Oracle(model, backgrounds), clips, backgrounds, mask, batch=len(clips))
+    assert flat.edge_cubes > 4
+    assert flat.shape_ratio == pytest.approx(1.0, abs=0.01)
+    assert flat.error_ratio < 0.3
+    assert background.shape_ratio > 1.5
 
 
 def test_backgrounds_of_other_clips_are_refused():
@@ -80,7 +108,10 @@ def test_backgrounds_of_other_clips_are_refused():
         score_objects(model, clips, fewer, fixed_mask(model, clips, 0))
 
 
-@pytest.mark.parametrize("ratio, words", [(0.16, "is drawn"), (0.25, "a wash of its colour"),
-                                          (0.74, "hold the background"), (float("nan"), "nothing to judge")])
-def test_verdict_says_what_the_pictures_show(ratio, words):
-    assert words in verdict(ratio)
+@pytest.mark.parametrize("error_ratio, shape_ratio, words", [
+    (0.16, 0.8, "is drawn"), (0.6, 0.95, "is drawn"),  # the shape decides, whatever the colour
+    (0.1, 1.0, "a wash of its colour"),  # right colour, no edge: what a large object's flat fill scores
+    (0.74, 1.5, "hold the background"),
+    (float("nan"), float("nan"), "nothing to judge")])
+def test_verdict_says_what_the_pictures_show(error_ratio, shape_ratio, words):
+    assert words in verdict(ObjectScore(error_ratio, 0.3, shape_ratio, 10))

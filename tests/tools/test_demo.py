@@ -80,8 +80,11 @@ def test_quick_demo_learns_and_writes_every_output(tmp_path):
     scored = json.loads((out / "reconstruction_score.json").read_text())
     assert scored["weights"] == str(out / "weights" / "pretrained.safetensors")
     assert recon_score["object_error_ratio"] == scored["error_ratio"] > 0 and recon_score["clips"] == 8
+    assert recon_score["shape_ratio"] == scored["shape_ratio"] > 0 and recon_score["verdict"] == scored["verdict"]
     assert (f"the prediction's squared error is {scored['error_ratio']:.2f}x the background's "
-            f"(1: the object is not drawn, 0: drawn exactly) -> {recon_score['verdict']}") in tail
+            f"(1: the object is not drawn, 0: drawn exactly); where its edge crosses a masked cube, "
+            f"{scored['shape_ratio']:.2f}x each cube's flat colour's (below 1: its shape is drawn) -> "
+            f"{recon_score['verdict']}") in tail
     # the one comparison line, with the verdict the numbers allow
     gap = pre["test_top1"] - scratch["test_top1"]
     line = (f"pretrained vs scratch (same recipe, best validation checkpoint): test top-1 {pre['test_top1']:.1f}% vs "

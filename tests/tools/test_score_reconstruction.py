@@ -12,7 +12,7 @@ from tests.conftest import compute_conditions
 from video_mcmae.eval.data import render_backgrounds, render_clips
 from video_mcmae.eval.pretrain import fixed_mask
 from video_mcmae.eval.protocol import PLAIN_STYLE
-from video_mcmae.eval.reconstruction import score_objects
+from video_mcmae.eval.reconstruction import score_objects, verdict
 from video_mcmae.synthetic import class_names
 from video_mcmae.weights import EXPORT_FORMAT
 
@@ -31,6 +31,9 @@ def test_quick_run_prints_the_summary_and_the_score(tool, capsys):
     assert set(summary["trivial"]) == {"baseline_zero", "baseline_mean", "baseline_nearest"}
     assert 0 < summary["object_fraction"] < 1 and summary["error_ratio"] > 0
     assert f"error ratio there {summary['error_ratio']:.3f}" in sentence
+    assert summary["edge_cubes"] > 0 and summary["shape_ratio"] > 0
+    assert sentence.endswith(f"shape ratio {summary['shape_ratio']:.3f} (below 1: the edge is placed better than "
+                             f"each cube's flat colour) -> {summary['verdict']}")
 
 
 @pytest.mark.parametrize("flags, named", [
@@ -70,6 +73,8 @@ def test_weights_are_scored_as_given_and_written_to_out(tool, tmp_path, capsys):
     backgrounds = render_backgrounds(names, "val", tool.QUICK["val_per_class"], 8, 32, PLAIN_STYLE)
     expected = score_objects(net, val, backgrounds, fixed_mask(net, val, tool.MASK_SEED))
     assert printed["error_ratio"] == round(expected.error_ratio, 3) and printed["validation_clips"] == len(val)
+    assert printed["shape_ratio"] == round(expected.shape_ratio, 3) and printed["edge_cubes"] == expected.edge_cubes
+    assert printed["verdict"] == verdict(expected)
 
 
 def test_classifier_weights_are_refused(tool, tmp_path, capsys):

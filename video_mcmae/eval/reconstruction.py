@@ -6,6 +6,13 @@ object's pixels inside masked cubes, the squared error of the model's prediction
 of the background alone: 1 means the object is not drawn at all (or drawn no better than the
 background), 0 means it is drawn exactly. The loss over all masked pixels hides this, since the
 background fills most of them (docs/demo.md).
+
+That ratio also falls when a large object fills whole cubes and its colour alone is right. The
+shape ratio asks for the shape: over the masked cubes that hold both object and background pixels
+(where the object's edge runs), the prediction's squared error divided by that of each cube's own
+mean colour. That flat colour is the best any prediction without structure inside the cube can
+do, and it even knows how much of the cube the object covers; below 1, the prediction places the
+edge better than that.
 """
 
 from __future__ import annotations
@@ -28,6 +35,8 @@ OBJECT_THRESHOLD = 0.1
 class ObjectScore:
     error_ratio: float  # prediction's squared error / the background's, at object pixels in masked cubes
     object_fraction: float  # object pixels / masked pixels (how much of the loss the object is)
+    shape_ratio: float  # prediction's squared error / each cube's own mean colour's, in masked cubes with an edge
+    edge_cubes: int  # how many masked cubes hold both object and background pixels
 
 
 def _channels_first(clips: torch.Tensor) -> torch.Tensor:
@@ -45,7 +54,8 @@ def score_objects(model: nn.Module, clips: ClipSet, backgrounds: torch.Tensor, m
                          f"{tuple(clips.clips.shape)}: render both from the same arguments")
     was_training = model.training
     model.eval()
-    model_error = background_error = object_pixels = masked_pixels = 0.0
+    model_error = background_error = object_pixels = masked_pixels = edge_error = flat_error = 0.0
+    edge_cubes = 0
     for b in chunks(len(clips), batch):
         x = to_input(clips.clips[b])
         _, pred, m = model(x, mask=mask[b])
@@ -57,25 +67,34 @@ def score_objects(model: nn.Module, clips: ClipSet, backgrounds: torch.Tensor, m
         background_error += float(((background - original) ** 2).sum(1, keepdim=True)[on_object].sum())
         object_pixels += float(on_object.sum())
         masked_pixels += float(masked.sum())
+        cubes = [model.patchify(t.expand(-1, 3, -1, -1, -1)).unflatten(-1, (-1, 3))
+                 for t in (original, prediction, on_object.float())]
+        edge = m.bool() & (cubes[2] > 0.5).any(2).any(2) & (cubes[2] < 0.5).any(2).any(2)
+        edge_error += float(((cubes[1] - cubes[0]) ** 2)[edge].sum())
+        flat_error += float(((cubes[0] - cubes[0].mean(2, keepdim=True)) ** 2)[edge].sum())
+        edge_cubes += int(edge.sum())
     model.train(was_training)
     return ObjectScore(error_ratio=model_error / background_error if background_error else float("nan"),
-                       object_fraction=object_pixels / masked_pixels if masked_pixels else 0.0)
+                       object_fraction=object_pixels / masked_pixels if masked_pixels else 0.0,
+                       shape_ratio=edge_error / flat_error if flat_error else float("nan"), edge_cubes=edge_cubes)
 
 
-# Read off the pictures of docs/demo.md: bars the model learned to copy scored 0.16 and show as
-# blurred bars; large objects at 0.21-0.26 show as a wash of their colour without their shape; at
-# 0.5 and above the masked cubes hold the background and a faint tint.
-DRAWN_BELOW = 0.2
+# A prediction with no structure inside a cube scores at least 1 on the shape ratio, so below 1 the
+# edge is there. The colour ratio then tells a wash from a tint, read off the pictures of
+# docs/demo.md: large objects at 0.21-0.26 show as a wash of their colour, at 0.5 and above the
+# masked cubes hold the background and a faint tint.
+SHAPE_BELOW = 1.0
 WASH_BELOW = 0.5
 
 
-def verdict(error_ratio: float) -> str:
-    """What an object error ratio looks like in the pictures."""
-    if math.isnan(error_ratio):
-        return "no object pixel fell inside a masked cube: nothing to judge"
-    if error_ratio < DRAWN_BELOW:
-        return "the moving object is drawn inside masked cubes, blurred"
-    if error_ratio < WASH_BELOW:
+def verdict(score: ObjectScore) -> str:
+    """What an object score looks like in the pictures."""
+    if math.isnan(score.error_ratio) or math.isnan(score.shape_ratio):
+        return "no object edge fell inside a masked cube: nothing to judge"
+    if score.shape_ratio < SHAPE_BELOW:
+        return ("the moving object is drawn inside masked cubes: its edge is placed better than each cube's "
+                "flat colour")
+    if score.error_ratio < WASH_BELOW:
         return "the moving object is not drawn inside masked cubes: they hold a wash of its colour, not its shape"
     return ("the moving object is not drawn inside masked cubes: they hold the background and a tint of its "
             "colour (docs/demo.md)")
