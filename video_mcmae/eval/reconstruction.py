@@ -60,18 +60,19 @@ def score_objects(model: nn.Module, clips: ClipSet, backgrounds: torch.Tensor, m
         x = to_input(clips.clips[b])
         _, pred, m = model(x, mask=mask[b])
         original, background = _channels_first(clips.clips[b]), _channels_first(backgrounds[b])
-        prediction = model.unpatchify(model.unnormalize_target(x, pred).float())
+        predicted = model.unnormalize_target(x, pred).float()  # the cubes, laid out as `patchify` lays them
+        prediction = model.unpatchify(predicted)
         masked = model.unpatchify(m[..., None].float().expand(-1, -1, model.patch_dim))[:, :1] > 0.5
         on_object = ((original - background).abs().amax(1, keepdim=True) > OBJECT_THRESHOLD) & masked
         model_error += float(((prediction - original) ** 2).sum(1, keepdim=True)[on_object].sum())
         background_error += float(((background - original) ** 2).sum(1, keepdim=True)[on_object].sum())
         object_pixels += float(on_object.sum())
         masked_pixels += float(masked.sum())
-        cubes = [model.patchify(t.expand(-1, 3, -1, -1, -1)).unflatten(-1, (-1, 3))
-                 for t in (original, prediction, on_object.float())]
-        edge = m.bool() & (cubes[2] > 0.5).any(2).any(2) & (cubes[2] < 0.5).any(2).any(2)
-        edge_error += float(((cubes[1] - cubes[0]) ** 2)[edge].sum())
-        flat_error += float(((cubes[0] - cubes[0].mean(2, keepdim=True)) ** 2)[edge].sum())
+        truth = model.patchify(original).unflatten(-1, (-1, 3))  # (B, L, pixels, 3)
+        covered = model.patchify(on_object.expand(-1, 3, -1, -1, -1).float()).unflatten(-1, (-1, 3))[..., 0] > 0.5
+        edge = m.bool() & covered.any(2) & (~covered).any(2)
+        edge_error += float(((predicted.unflatten(-1, (-1, 3)) - truth) ** 2)[edge].sum())
+        flat_error += float(((truth - truth.mean(2, keepdim=True)) ** 2)[edge].sum())
         edge_cubes += int(edge.sum())
     model.train(was_training)
     return ObjectScore(error_ratio=model_error / background_error if background_error else float("nan"),
