@@ -36,6 +36,7 @@ from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol, run_selec
 from video_mcmae.eval.records import finished
 from video_mcmae.paths import check_writable
 from video_mcmae.run_lock import lock_folder
+from video_mcmae.synthetic.scenes import SceneStyle
 
 RECORDS = "runs"
 
@@ -65,6 +66,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-mask-ratio", type=float, default=0.0,
                    help="share of the encoder-masked cubes the decoder drops (model.decoder_mask_ratio)")
     p.add_argument("--probe-layer", help=f"the attentive probe's layer: stage2, block<k>, stage3 (default {d.probe_layer})")
+    p.add_argument("--ft-lrs", type=float, nargs="+",
+                   help=f"the finetuning lr search's values, the same for both inits (default {list(d.ft_lrs)})")
+    p.add_argument("--scene", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one field of the scenes' style (repeatable): "
+                        + ", ".join(f"{f.name} (default {getattr(d.style, f.name)})"
+                                    for f in dataclasses.fields(SceneStyle)))
     return p
 
 
@@ -72,8 +79,35 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
     return build_parser().parse_args(argv)
 
 
+def scene_style(base: SceneStyle, items: Sequence[str]) -> SceneStyle:
+    """`base` with each `--scene KEY=VALUE` applied; values take the type of the field's default
+    (`none` clears the fields that default to None)."""
+    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(SceneStyle)}
+    changes = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        if not sep or key not in fields:
+            raise ConfigError(f"--scene {item}: need KEY=VALUE with KEY one of {', '.join(fields)}")
+        default = fields[key]
+        try:
+            if default is None or isinstance(default, str):
+                changes[key] = None if text.lower() == "none" else text
+            else:
+                changes[key] = type(default)(text)
+        except ValueError:
+            kind = "a whole number" if isinstance(default, int) else "a number"
+            raise ConfigError(f"--scene {item}: {key} takes {kind} (default {default})") from None
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as err:
+        raise ConfigError(f"--{err}") from None  # SceneStyle's message names the field as "scene KEY=VALUE"
+
+
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     base = dataclasses.replace(EvalConfig(), **QUICK) if args.quick else EvalConfig()
+    for lr in args.ft_lrs or ():
+        if not lr > 0:
+            raise ConfigError(f"--ft-lrs {lr:g}: a learning rate is a number > 0")
     for budget in args.budgets or ():
         if not 0 < budget <= 1:
             raise ConfigError(f"--budgets {budget:g}: a label budget is a fraction of the pool in (0, 1]")
@@ -86,7 +120,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
         raise ConfigError(f"--size {args.size}: need a multiple of 16 from 32 (the encoder's 1/16 grid)")
     given = dict(workers=args.workers, probe_layer=args.probe_layer, size=args.size,
                  pt_seeds=args.pt_seeds and tuple(args.pt_seeds), seeds=args.seeds and tuple(args.seeds),
-                 budgets=args.budgets and tuple(args.budgets),
+                 budgets=args.budgets and tuple(args.budgets), ft_lrs=args.ft_lrs and tuple(args.ft_lrs),
+                 style=scene_style(base.style, args.scene) if args.scene else None,
                  pretrain=args.pt_steps and dataclasses.replace(base.pretrain, steps=args.pt_steps))
     cfg = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     if args.decoder_mask_ratio:

@@ -1,6 +1,7 @@
 """tools/eval_ssl.py: the quick run writes its four files (its validation half two) and its trainings' records
 (the protocol itself is tested in tests/eval), a second run on the folder goes on only with --resume, the flags
 reach the configuration, bad values are refused."""
+import dataclasses
 import json
 
 import pytest
@@ -69,6 +70,20 @@ def test_flags_reach_the_configuration(tool):
     assert default.budgets == (0.01, 0.1) and default.matched_budgets == (0.01, 0.1)
     assert "decoder_mask_ratio" not in tool.config_from_args(tool.parse_args([])).model_kwargs
     assert tool.config_from_args(tool.parse_args(["--size", "64"])).size == 64
+    assert tool.config_from_args(tool.parse_args(["--ft-lrs", "1e-3", "3e-4"])).ft_lrs == (1e-3, 3e-4)
+
+
+def test_scene_flags_change_only_the_fields_they_name(tool):
+    default = tool.config_from_args(tool.parse_args([])).style
+    cfg = tool.config_from_args(tool.parse_args(["--scene", "camera=0.35", "--scene", "max_objects=2",
+                                                 "--scene", "shape=circle"]))
+    assert (cfg.style.camera, cfg.style.max_objects, cfg.style.shape) == (0.35, 2, "circle")
+    assert dataclasses.replace(cfg.style, camera=default.camera, max_objects=default.max_objects,
+                               shape=default.shape) == default
+    assert tool.config_from_args(tool.parse_args(["--scene", "shape=circle", "--scene", "shape=none"])).style == default
+    # --quick keeps its own sizes and takes the scene change on top
+    quick = tool.config_from_args(tool.parse_args(["--quick", "--scene", "contrast=0.2"]))
+    assert quick.size == 32 and quick.style.contrast == 0.2 and quick.style.camera == default.camera
 
 
 @pytest.mark.parametrize("argv, message", [(["--budgets", "0"], "--budgets 0"),
@@ -76,7 +91,15 @@ def test_flags_reach_the_configuration(tool):
                                            (["--decoder-mask-ratio", "1"], "--decoder-mask-ratio 1"),
                                            (["--pt-steps", "0"], "--pt-steps 0"),
                                            (["--workers", "0"], "--workers 0"),
-                                           (["--size", "40"], "--size 40")])
+                                           (["--size", "40"], "--size 40"),
+                                           (["--ft-lrs", "0"], "--ft-lrs 0"),
+                                           (["--scene", "pan=0.1"], "--scene pan=0.1: need KEY=VALUE with KEY one of "
+                                                                    "min_objects, max_objects"),
+                                           (["--scene", "camera"], "--scene camera: need KEY=VALUE"),
+                                           (["--scene", "max_objects=1.5"], "max_objects takes a whole number"),
+                                           (["--scene", "camera=0.5"], "camera=0.5: need a fraction from 0 to "
+                                                                       "below 0.36"),
+                                           (["--scene", "shape=blob"], "shape='blob': need one of circle")])
 def test_bad_values_are_refused(tool, argv, message):
     with pytest.raises(ConfigError, match=message):
         tool.config_from_args(tool.parse_args(argv))
