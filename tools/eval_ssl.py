@@ -27,6 +27,7 @@ import json
 import os
 import sys
 import time
+import typing
 from typing import Sequence
 
 from video_mcmae.cli import run_cli
@@ -80,23 +81,21 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
 
 
 def scene_style(base: SceneStyle, items: Sequence[str]) -> SceneStyle:
-    """`base` with each `--scene KEY=VALUE` applied; values take the type of the field's default
-    (`none` clears the fields that default to None)."""
-    fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(SceneStyle)}
+    """`base` with each `--scene KEY=VALUE` applied; values take the field's declared type (not
+    the type of the value it holds), and `none` clears an optional field."""
+    hints = typing.get_type_hints(SceneStyle)
     changes = {}
     for item in items:
         key, sep, text = item.partition("=")
-        if not sep or key not in fields:
-            raise ConfigError(f"--scene {item}: need KEY=VALUE with KEY one of {', '.join(fields)}")
-        default = fields[key]
+        if not sep or key not in hints:
+            raise ConfigError(f"--scene {item}: need KEY=VALUE with KEY one of {', '.join(hints)}")
+        args = typing.get_args(hints[key])  # (str, NoneType) for Optional[str]; () for a plain type
+        kind = next((t for t in args if t is not type(None)), hints[key])
         try:
-            if default is None or isinstance(default, str):
-                changes[key] = None if text.lower() == "none" else text
-            else:
-                changes[key] = type(default)(text)
+            changes[key] = None if type(None) in args and text.lower() == "none" else kind(text)
         except ValueError:
-            kind = "a whole number" if isinstance(default, int) else "a number"
-            raise ConfigError(f"--scene {item}: {key} takes {kind} (default {default})") from None
+            raise ConfigError(f"--scene {item}: {key} takes {'a whole number' if kind is int else 'a number'} "
+                              f"(default {getattr(base, key)})") from None
     try:
         return dataclasses.replace(base, **changes)
     except ValueError as err:

@@ -81,6 +81,8 @@ def test_scene_flags_change_only_the_fields_they_name(tool):
     assert dataclasses.replace(cfg.style, camera=default.camera, max_objects=default.max_objects,
                                shape=default.shape) == default
     assert tool.config_from_args(tool.parse_args(["--scene", "shape=circle", "--scene", "shape=none"])).style == default
+    contrast = tool.config_from_args(tool.parse_args(["--scene", "contrast=1"])).style.contrast
+    assert type(contrast) is float and contrast == 1.0  # the field's declared type, whatever the text
     # --quick keeps its own sizes and takes the scene change on top
     quick = tool.config_from_args(tool.parse_args(["--quick", "--scene", "contrast=0.2"]))
     assert quick.size == 32 and quick.style.contrast == 0.2 and quick.style.camera == default.camera
