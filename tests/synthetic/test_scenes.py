@@ -23,12 +23,14 @@ def test_render_is_deterministic_and_seed_dependent():
     assert not np.array_equal(a, render_scene(scene("moving_left", 4)))
 
 
-# The default clutter, and large ramp-filled squares over a ramp background.
+# The default clutter, large ramp-filled squares over a ramp background, and two distractors.
 STYLES = [SceneStyle(), SceneStyle(shape="square", fill="ramp", background="ramp", object_scale=1.5,
-                                   travel_scale=0.4, camera=0.2)]
+                                   travel_scale=0.4, camera=0.2),
+          SceneStyle(max_objects=1, fill="ramp", distractors=2)]
+STYLE_IDS = ["waves", "ramps", "distractors"]
 
 
-@pytest.mark.parametrize("style", STYLES, ids=["waves", "ramps"])
+@pytest.mark.parametrize("style", STYLES, ids=STYLE_IDS)
 @pytest.mark.parametrize("name", syn.CLASS_NAMES)
 def test_time_reversed_scene_renders_the_reversed_video(name, style):
     s = scene(name, 1, style)
@@ -37,7 +39,7 @@ def test_time_reversed_scene_renders_the_reversed_video(name, style):
     assert np.array_equal(render_scene(reverse), render_scene(s)[::-1])
 
 
-@pytest.mark.parametrize("style", STYLES, ids=["waves", "ramps"])
+@pytest.mark.parametrize("style", STYLES, ids=STYLE_IDS)
 @pytest.mark.parametrize("name", syn.CLASS_NAMES)
 def test_flipped_scene_renders_the_mirrored_video(name, style):
     s = scene(name, 2, style)
@@ -79,6 +81,22 @@ def test_objects_follow_the_style():
     assert all(-16 <= o.travel[1] <= -0.6 * 16 for o in slow.objects)
 
 
+def test_distractors_move_whatever_the_label_under_the_unchanged_labelled_scene():
+    plain, cluttered = SceneStyle(max_objects=1, camera=0), SceneStyle(max_objects=1, camera=0, distractors=2)
+    directions = set()
+    for index in range(12):
+        base, s = scene("moving_up", index, plain), scene("moving_up", index, cluttered)
+        # the labelled object and everything else drawn as without distractors; the distractors under it
+        assert s.objects[2:] == base.objects and s.waves == base.waves and s.camera == base.camera
+        assert len(s.objects) == 3 and len(s.fills) == 3
+        assert all(o.radius <= 0.5 * 0.8 * 0.25 * 64 + 1e-9 for o in s.objects[:2])
+        for o in s.objects[:2]:
+            assert (o.travel[0] == 0) != (o.travel[1] == 0)  # left, right, up or down
+            directions.add((np.sign(o.travel[0]), np.sign(o.travel[1])))
+    assert len(directions) == 4  # not only the label's direction
+    assert scene("moving_up", 0, SceneStyle(distractors=0)) == scene("moving_up", 0)
+
+
 def test_ramp_fill_varies_inside_the_object_and_ramp_background_is_linear():
     style = SceneStyle(max_objects=1, shape="square", fill="ramp", fill_amplitude=0.3, background="ramp",
                        contrast=0.5, camera=0, texture="solid")
@@ -114,7 +132,8 @@ def test_scenes_have_structure_where_the_demo_videos_are_flat():
 @pytest.mark.parametrize("field,value", [("camera", 0.6), ("contrast", 1.5), ("min_objects", 0),
                                          ("max_frequency", 0), ("texture", "dots"), ("object_scale", 0.0),
                                          ("shape", "star"), ("fill", "dots"), ("fill_amplitude", 2.0),
-                                         ("background", "noise"), ("travel_scale", 0.0)])
+                                         ("background", "noise"), ("travel_scale", 0.0),
+                                         ("distractors", -1), ("distractor_scale", 0.0), ("distractor_scale", 1.5)])
 def test_bad_style_is_named(field, value):
     with pytest.raises(ValueError, match=f"scene {field}="):
         SceneStyle(**{field: value})

@@ -35,6 +35,8 @@ Wave = Tuple[int, int, float, float]
 Ramp = Tuple[float, Tuple[float, float, float]]
 FILLS: Tuple[str, ...] = ("texture", "ramp")
 SCENE_BACKGROUNDS: Tuple[str, ...] = ("waves", "ramp")
+# What a distractor does, drawn uniformly and independently of the scene's label.
+DISTRACTOR_CLASSES: Tuple[str, ...] = ("moving_left", "moving_right", "moving_up", "moving_down")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,11 @@ class SceneStyle:
     fill: str = "texture"  # texture: the object's texture; ramp: a linear colour ramp across the object
     fill_amplitude: float = 0.3  # ramp fill: the colour change from the object's centre to its edge
     background: str = "waves"  # waves: plane waves on the torus; ramp: one linear ramp across the frame
+    # Distractors: objects that move left, right, up or down whatever the label, drawn under the
+    # labelled objects and smaller (``distractor_scale`` x their radius), so the class is the
+    # motion of the largest objects and the others' motion is clutter.
+    distractors: int = 0
+    distractor_scale: float = 0.5
 
     def __post_init__(self):
         def bad(name, need):
@@ -85,6 +92,10 @@ class SceneStyle:
             bad("fill_amplitude", "a number from 0 to 1")
         if self.background not in SCENE_BACKGROUNDS:
             bad("background", f"one of {', '.join(SCENE_BACKGROUNDS)}")
+        if self.distractors < 0:
+            bad("distractors", "an integer >= 0")
+        if not 0 < self.distractor_scale <= 1:
+            bad("distractor_scale", "a number above 0 and at most 1 (the labelled objects stay the largest)")
 
 
 @dataclass(frozen=True)
@@ -127,14 +138,16 @@ def sample_scene(class_name: str, rng: np.random.Generator, num_frames: int = 16
     count = int(rng.integers(style.min_objects, style.max_objects + 1))
     pan, direction = style.camera * rng.uniform(0.0, 1.0), rng.uniform(0.0, 2 * np.pi)
     camera = (float(pan * width * np.cos(direction)), float(pan * height * np.sin(direction)))
-    objects, fills = [], []
-    for _ in range(count):
-        p = sample_params(class_name, rng, num_frames, height, width)
-        objects.append(dataclasses.replace(
-            p, radius=p.radius * style.object_scale, shape=style.shape or p.shape, texture=style.texture or p.texture,
-            travel=(p.travel[0] * style.travel_scale + camera[0], p.travel[1] * style.travel_scale + camera[1])))
+
+    def draw_object(name: str, scale: float):
+        p = sample_params(name, rng, num_frames, height, width)
+        obj = dataclasses.replace(
+            p, radius=p.radius * style.object_scale * scale, shape=style.shape or p.shape, texture=style.texture or p.texture,
+            travel=(p.travel[0] * style.travel_scale + camera[0], p.travel[1] * style.travel_scale + camera[1]))
         slopes = tuple(float(v) for v in rng.choice([-1.0, 1.0], 3) * rng.uniform(0.6, 1.0, 3) * style.fill_amplitude)
-        fills.append((float(rng.uniform(0.0, 2 * np.pi)), slopes) if style.fill == "ramp" else None)
+        return obj, ((float(rng.uniform(0.0, 2 * np.pi)), slopes) if style.fill == "ramp" else None)
+
+    objects, fills = (list(v) for v in zip(*[draw_object(class_name, 1.0) for _ in range(count)]))
     waves = []
     for _ in range(style.num_waves):
         kx = ky = 0
@@ -153,6 +166,10 @@ def sample_scene(class_name: str, rng: np.random.Generator, num_frames: int = 16
         ramp = (0.0, 0.0)
         # One dark and one lighter background colour, both duller than the saturated objects.
         colours = (_colour(rng, 0.05, 0.35), _colour(rng, 0.4, 0.75))
+    # Drawn after everything else, so a style without distractors gives the scenes it always gave.
+    extra = [draw_object(DISTRACTOR_CLASSES[rng.integers(len(DISTRACTOR_CLASSES))], style.distractor_scale)
+             for _ in range(style.distractors)]
+    objects, fills = [o for o, _ in extra] + objects, [f for _, f in extra] + fills
     return SceneParams(class_name=class_name, objects=tuple(objects), fills=tuple(fills), waves=tuple(waves),
                        ramp=ramp, contrast=style.contrast, camera=camera, bg_colours=colours)
 
