@@ -2,6 +2,7 @@
 its folder trains only what was not finished and gives exactly the numbers of a run never stopped;
 records of another configuration, or a record that would run code, are refused."""
 import dataclasses
+import json
 import os
 
 import pytest
@@ -69,6 +70,19 @@ def test_records_of_another_configuration_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"another configuration \(differs in: pretrain, seeds\)"):
         Records(folder, dataclasses.replace(TINY, seeds=(0,), pretrain=dataclasses.replace(TINY.pretrain, steps=5)))
     assert finished(folder) == 1  # nothing removed
+
+
+def test_a_setting_added_after_the_run_started_reads_as_its_default(tmp_path):
+    folder = str(tmp_path / "runs")
+    Records(folder, TINY).put("pretrain-pt0", {"seed": 0})
+    # the configuration a run wrote before the scenes had distractors
+    path = tmp_path / "runs" / "config.json"
+    held = json.loads(path.read_text())
+    del held["style"]["distractors"], held["style"]["distractor_scale"]
+    path.write_text(json.dumps(held))
+    assert Records(folder, TINY).get("pretrain-pt0") == {"seed": 0}
+    with pytest.raises(ConfigError, match=r"differs in: style\)"):
+        Records(folder, dataclasses.replace(TINY, style=dataclasses.replace(TINY.style, distractors=1)))
 
 
 def test_a_folder_without_records_takes_the_new_configuration(tmp_path):

@@ -37,6 +37,14 @@ def fingerprint(cfg: Any) -> Dict[str, Any]:
     return {k: v for k, v in data.items() if k not in EXECUTION_ONLY}
 
 
+def _with_defaults(held: Any, default: Any) -> Any:
+    """`held` with every key it lacks taken from `default`, at any depth: a setting added to the
+    configuration after a run started did not exist then, which is what its default computes."""
+    if not (isinstance(held, dict) and isinstance(default, dict)):
+        return held
+    return {**default, **{k: _with_defaults(v, default.get(k)) for k, v in held.items()}}
+
+
 class Records:
     """`get(key)` a finished training's result (None if not finished), `put(key, result)` one."""
 
@@ -50,7 +58,7 @@ class Records:
         wanted = fingerprint(cfg)
         if len(self) and os.path.exists(path):
             with open(path) as f:
-                held = json.load(f)
+                held = _with_defaults(json.load(f), fingerprint(type(cfg)()))
             if held != wanted:
                 differ = sorted(k for k in set(held) | set(wanted) if held.get(k) != wanted.get(k))
                 raise ConfigError(
