@@ -25,7 +25,7 @@ from typing import Optional, Tuple
 
 import numpy as np
 
-from .classes import check_class, hflip_class, time_reverse_class
+from .classes import MOTIONS, check_class, hflip_class, time_reverse_class
 from .params import check_geometry, hflip_params, sample_params, time_reverse_params
 from .render import SHAPES, TEXTURES, VideoParams, composite, hsv_to_rgb, object_layer, object_pose, time_axis
 
@@ -35,8 +35,9 @@ Wave = Tuple[int, int, float, float]
 Ramp = Tuple[float, Tuple[float, float, float]]
 FILLS: Tuple[str, ...] = ("texture", "ramp")
 SCENE_BACKGROUNDS: Tuple[str, ...] = ("waves", "ramp")
-# What a distractor does, drawn uniformly and independently of the scene's label.
-DISTRACTOR_CLASSES: Tuple[str, ...] = ("moving_left", "moving_right", "moving_up", "moving_down")
+# What a distractor does (the catalogue's straight-line movers), drawn uniformly and independently
+# of the scene's label.
+DISTRACTOR_CLASSES: Tuple[str, ...] = tuple(n for n, (quantity, _) in MOTIONS.items() if quantity.startswith("travel_"))
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,7 @@ def sample_scene(class_name: str, rng: np.random.Generator, num_frames: int = 16
         slopes = tuple(float(v) for v in rng.choice([-1.0, 1.0], 3) * rng.uniform(0.6, 1.0, 3) * style.fill_amplitude)
         return obj, ((float(rng.uniform(0.0, 2 * np.pi)), slopes) if style.fill == "ramp" else None)
 
-    objects, fills = (list(v) for v in zip(*[draw_object(class_name, 1.0) for _ in range(count)]))
+    drawn = [draw_object(class_name, 1.0) for _ in range(count)]
     waves = []
     for _ in range(style.num_waves):
         kx = ky = 0
@@ -167,11 +168,10 @@ def sample_scene(class_name: str, rng: np.random.Generator, num_frames: int = 16
         # One dark and one lighter background colour, both duller than the saturated objects.
         colours = (_colour(rng, 0.05, 0.35), _colour(rng, 0.4, 0.75))
     # Drawn after everything else, so a style without distractors gives the scenes it always gave.
-    extra = [draw_object(DISTRACTOR_CLASSES[rng.integers(len(DISTRACTOR_CLASSES))], style.distractor_scale)
-             for _ in range(style.distractors)]
-    objects, fills = [o for o, _ in extra] + objects, [f for _, f in extra] + fills
-    return SceneParams(class_name=class_name, objects=tuple(objects), fills=tuple(fills), waves=tuple(waves),
-                       ramp=ramp, contrast=style.contrast, camera=camera, bg_colours=colours)
+    drawn = [draw_object(DISTRACTOR_CLASSES[rng.integers(len(DISTRACTOR_CLASSES))], style.distractor_scale)
+             for _ in range(style.distractors)] + drawn
+    return SceneParams(class_name=class_name, objects=tuple(o for o, _ in drawn), fills=tuple(f for _, f in drawn),
+                       waves=tuple(waves), ramp=ramp, contrast=style.contrast, camera=camera, bg_colours=colours)
 
 
 def background_frames(scene: SceneParams, u: np.ndarray) -> np.ndarray:
