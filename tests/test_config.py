@@ -253,3 +253,16 @@ def test_a_recorded_config_reads_in_today_s_names_and_fields():
     assert model.kwargs == {"decoder_depth": 2}
     assert recorded_config({"model": old, "optim": {"lr": 0.1}})["optim"] == {"lr": 0.1}
     assert old["kwargs"] == {"norm_pix_loss": False, "decoder_depth": 2}  # the record itself is left alone
+
+
+def test_parse_typed_reads_yaml_and_takes_the_declared_type():
+    parse = config_module.parse_typed
+    assert parse("1e-3", float, "x") == 1e-3 and type(parse("1", float, "x")) is float
+    assert parse("3", int, "x") == 3 and parse("circle", typing.Optional[str], "x") == "circle"
+    assert parse("null", typing.Optional[str], "x") is None
+    with pytest.raises(ConfigError, match=r"^--flag k=1.5: expected int, got 1.5$"):
+        parse("1.5", int, "--flag k=1.5")
+    with pytest.raises(ConfigError, match=r"^--flag k=true: expected float, got True$"):
+        parse("true", float, "--flag k=true")
+    with pytest.raises(ConfigError, match=r"^w: value is not valid YAML \("):
+        parse("[1,", typing.List[int], "w")

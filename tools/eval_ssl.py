@@ -31,7 +31,7 @@ import typing
 from typing import Sequence
 
 from video_mcmae.cli import run_cli
-from video_mcmae.config import ConfigError
+from video_mcmae.config import ConfigError, parse_typed
 from video_mcmae.eval import report
 from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol, run_selection
 from video_mcmae.eval.records import finished
@@ -70,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ft-lrs", type=float, nargs="+",
                    help=f"the finetuning lr search's values, the same for both inits (default {list(d.ft_lrs)})")
     p.add_argument("--scene", action="append", default=[], metavar="KEY=VALUE",
-                   help="change one field of the scenes' style (repeatable): "
+                   help="change one field of the scenes' style (repeatable; the value is read as YAML, "
+                        "null clears an optional field): "
                         + ", ".join(f"{f.name} (default {getattr(d.style, f.name)})"
                                     for f in dataclasses.fields(SceneStyle)))
     return p
@@ -81,21 +82,15 @@ def parse_args(argv: Sequence[str] = None) -> argparse.Namespace:
 
 
 def scene_style(base: SceneStyle, items: Sequence[str]) -> SceneStyle:
-    """`base` with each `--scene KEY=VALUE` applied; values take the field's declared type (not
-    the type of the value it holds), and `none` clears an optional field."""
+    """`base` with each `--scene KEY=VALUE` applied; a value is read like a config override's and
+    takes the field's declared type (`null` clears an optional field)."""
     hints = typing.get_type_hints(SceneStyle)
     changes = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or key not in hints:
             raise ConfigError(f"--scene {item}: need KEY=VALUE with KEY one of {', '.join(hints)}")
-        args = typing.get_args(hints[key])  # (str, NoneType) for Optional[str]; () for a plain type
-        kind = next((t for t in args if t is not type(None)), hints[key])
-        try:
-            changes[key] = None if type(None) in args and text.lower() == "none" else kind(text)
-        except ValueError:
-            raise ConfigError(f"--scene {item}: {key} takes {'a whole number' if kind is int else 'a number'} "
-                              f"(default {getattr(base, key)})") from None
+        changes[key] = parse_typed(text, hints[key], f"--scene {item}")
     try:
         return dataclasses.replace(base, **changes)
     except ValueError as err:

@@ -295,14 +295,23 @@ def parse_override(opt: str) -> Dict[str, Any]:
     key = key.strip()
     if not key or any(not part for part in key.split(".")):
         raise ConfigError(f"override {opt!r} has an empty key; write section.key=value")
-    try:
-        value = parse_yaml(raw) if raw.strip() else ""
-    except yaml.YAMLError as e:
-        raise ConfigError(f"override {opt!r}: value is not valid YAML ({_yaml_problem(e)[1]})") from None
-    out: Dict[str, Any] = value
+    out: Dict[str, Any] = _parse_value(raw, f"override {opt!r}")
     for part in reversed(key.split(".")):
         out = {part: out}
     return out
+
+
+def _parse_value(raw: str, where: str) -> Any:
+    try:
+        return parse_yaml(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: value is not valid YAML ({_yaml_problem(e)[1]})") from None
+
+
+def parse_typed(raw: str, tp: Any, where: str) -> Any:
+    """One value given as text (a command-line flag's) read as YAML, like `--opt`'s, and checked
+    against the declared type `tp` of the field it sets (`null` clears an Optional one)."""
+    return _coerce(_parse_value(raw, where), tp, where)
 
 
 # ---------------------------------------------------------------------------------------------

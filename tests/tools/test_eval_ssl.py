@@ -80,7 +80,7 @@ def test_scene_flags_change_only_the_fields_they_name(tool):
     assert (cfg.style.camera, cfg.style.max_objects, cfg.style.shape) == (0.35, 2, "circle")
     assert dataclasses.replace(cfg.style, camera=default.camera, max_objects=default.max_objects,
                                shape=default.shape) == default
-    assert tool.config_from_args(tool.parse_args(["--scene", "shape=circle", "--scene", "shape=none"])).style == default
+    assert tool.config_from_args(tool.parse_args(["--scene", "shape=circle", "--scene", "shape=null"])).style == default
     contrast = tool.config_from_args(tool.parse_args(["--scene", "contrast=1"])).style.contrast
     assert type(contrast) is float and contrast == 1.0  # the field's declared type, whatever the text
     # --quick keeps its own sizes and takes the scene change on top
@@ -98,7 +98,8 @@ def test_scene_flags_change_only_the_fields_they_name(tool):
                                            (["--scene", "pan=0.1"], "--scene pan=0.1: need KEY=VALUE with KEY one of "
                                                                     "min_objects, max_objects"),
                                            (["--scene", "camera"], "--scene camera: need KEY=VALUE"),
-                                           (["--scene", "max_objects=1.5"], "max_objects takes a whole number"),
+                                           (["--scene", "max_objects=1.5"], "--scene max_objects=1.5: expected int, got 1.5"),
+                                           (["--scene", "contrast=[0.5"], "--scene contrast=\\[0.5: value is not valid YAML"),
                                            (["--scene", "camera=0.5"], "camera=0.5: need a fraction from 0 to "
                                                                        "below 0.36"),
                                            (["--scene", "shape=blob"], "shape='blob': need one of circle")])
