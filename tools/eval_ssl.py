@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import sys
 import time
@@ -37,6 +38,7 @@ from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol, run_selec
 from video_mcmae.eval.records import finished
 from video_mcmae.paths import check_writable
 from video_mcmae.run_lock import lock_folder
+from video_mcmae.synthetic import CLASS_NAMES, MAX_CLASSES, MIN_CLASSES
 from video_mcmae.synthetic.scenes import SceneStyle
 
 RECORDS = "runs"
@@ -63,6 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=float, nargs="+",
                    help=f"label budgets, as fractions of the pool's labels (default {list(d.budgets)})")
     p.add_argument("--pt-steps", type=int, help=f"pretraining steps (default {d.pretrain.steps})")
+    p.add_argument("--classes", type=int,
+                   help=f"classes, the first ones of the procedural catalogue ({', '.join(CLASS_NAMES[:6])}, ...): an even "
+                        f"number from {MIN_CLASSES} to {MAX_CLASSES}; the splits keep their sizes ({d.classes * d.pool_per_class} / "
+                        f"{d.classes * d.val_per_class} / {d.classes * d.test_per_class} clips at least), shared among them "
+                        f"(default {d.classes})")
     p.add_argument("--size", type=int, help=f"clip height and width in pixels, a multiple of 16 (default {d.size})")
     p.add_argument("--decoder-mask-ratio", type=float, default=0.0,
                    help="share of the encoder-masked cubes the decoder drops (model.decoder_mask_ratio)")
@@ -97,6 +104,15 @@ def scene_style(base: SceneStyle, items: Sequence[str]) -> SceneStyle:
         raise ConfigError(f"--{err}") from None  # SceneStyle's message names the field as "scene KEY=VALUE"
 
 
+def _with_classes(base: EvalConfig, classes: int) -> EvalConfig:
+    """`classes` classes sharing `base`'s split sizes, rounded up so that no split shrinks."""
+    def share(per_class: int) -> int:
+        return math.ceil(per_class * base.classes / classes)
+
+    return dataclasses.replace(base, classes=classes, pool_per_class=share(base.pool_per_class),
+                               val_per_class=share(base.val_per_class), test_per_class=share(base.test_per_class))
+
+
 def config_from_args(args: argparse.Namespace) -> EvalConfig:
     base = dataclasses.replace(EvalConfig(), **QUICK) if args.quick else EvalConfig()
     for lr in args.ft_lrs or ():
@@ -112,6 +128,11 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             raise ConfigError(f"{flag} {value}: need a whole number >= 1")
     if args.size is not None and (args.size < 32 or args.size % 16):
         raise ConfigError(f"--size {args.size}: need a multiple of 16 from 32 (the encoder's 1/16 grid)")
+    if args.classes is not None:
+        if not MIN_CLASSES <= args.classes <= MAX_CLASSES or args.classes % 2:
+            raise ConfigError(f"--classes {args.classes}: need an even number from {MIN_CLASSES} to {MAX_CLASSES} "
+                              "(the procedural catalogue's classes come in opposite pairs)")
+        base = _with_classes(base, args.classes)
     given = dict(workers=args.workers, probe_layer=args.probe_layer, size=args.size,
                  pt_seeds=args.pt_seeds and tuple(args.pt_seeds), seeds=args.seeds and tuple(args.seeds),
                  budgets=args.budgets and tuple(args.budgets), ft_lrs=args.ft_lrs and tuple(args.ft_lrs),

@@ -32,11 +32,14 @@ def test_quick_run_writes_the_table_json_and_png(tool, tmp_path):
 
 
 def test_validation_only_writes_the_selection_and_no_test_number(tool, tmp_path):
-    tool.run(tool.parse_args(["--quick", "--validation-only", "--budgets", "1", "--out", str(tmp_path)]))
+    # six classes: the class count reaches the data, the heads and the log
+    tool.run(tool.parse_args(["--quick", "--validation-only", "--budgets", "1", "--classes", "6", "--out", str(tmp_path)]))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["log.txt", "runs", "selection.json"]
     saved = json.loads((tmp_path / "selection.json").read_text())
     assert set(saved["finetune_search"]) == {"1 pretrained", "1 random"} and "test_reads" not in saved
-    assert "frozen, random seed 0: validation" in (tmp_path / "log.txt").read_text()
+    log = (tmp_path / "log.txt").read_text()
+    assert "frozen, random seed 0: validation" in log and "data: pool 36, validation 18, test 18 clips" in log
+    assert "6 classes" in log
 
 
 def test_a_second_run_on_the_folder_needs_resume_and_reads_the_same_numbers(tool, tmp_path, capsys):
@@ -73,6 +76,14 @@ def test_flags_reach_the_configuration(tool):
     assert tool.config_from_args(tool.parse_args(["--ft-lrs", "1e-3", "3e-4"])).ft_lrs == (1e-3, 3e-4)
 
 
+@pytest.mark.parametrize("classes, pool, val, test", [(4, 1000, 100, 200), (8, 500, 50, 100), (6, 667, 67, 134)])
+def test_classes_share_the_splits_without_shrinking_them(tool, classes, pool, val, test):
+    cfg = tool.config_from_args(tool.parse_args(["--classes", str(classes)]))
+    assert (cfg.classes, cfg.pool_per_class, cfg.val_per_class, cfg.test_per_class) == (classes, pool, val, test)
+    assert len(cfg.class_names) == classes and cfg.class_names[:4] == tool.EvalConfig().class_names
+    assert classes * pool >= 4000 and classes * val >= 400 and classes * test >= 800
+
+
 def test_scene_flags_change_only_the_fields_they_name(tool):
     default = tool.config_from_args(tool.parse_args([])).style
     cfg = tool.config_from_args(tool.parse_args(["--scene", "camera=0.35", "--scene", "max_objects=2",
@@ -102,7 +113,10 @@ def test_scene_flags_change_only_the_fields_they_name(tool):
                                            (["--scene", "contrast=[0.5"], "--scene contrast=\\[0.5: value is not valid YAML"),
                                            (["--scene", "camera=0.5"], "camera=0.5: need a fraction from 0 to "
                                                                        "below 0.36"),
-                                           (["--scene", "shape=blob"], "shape='blob': need one of circle")])
+                                           (["--scene", "shape=blob"], "shape='blob': need one of circle"),
+                                           (["--classes", "5"], "--classes 5: need an even number from 4 to 12"),
+                                           (["--classes", "2"], "--classes 2: need an even number from 4 to 12"),
+                                           (["--classes", "14"], "--classes 14: need an even number")])
 def test_bad_values_are_refused(tool, argv, message):
     with pytest.raises(ConfigError, match=message):
         tool.config_from_args(tool.parse_args(argv))
