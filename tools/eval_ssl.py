@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budgets", type=float, nargs="+",
                    help=f"label budgets, as fractions of the pool's labels (default {list(d.budgets)})")
     p.add_argument("--pt-steps", type=int, help=f"pretraining steps (default {d.pretrain.steps})")
+    p.add_argument("--ft-steps", type=int,
+                   help=f"finetuning's most steps, the cosine's length (default {d.finetune.max_steps}; early stopping "
+                        f"after {d.finetune.patience} validations without a new best)")
     p.add_argument("--classes", type=int,
                    help=f"classes, the first ones of the procedural catalogue ({', '.join(CLASS_NAMES[:6])}, ...): an even "
                         f"number from {MIN_CLASSES} to {MAX_CLASSES}; the splits keep their sizes ({d.classes * d.pool_per_class} / "
@@ -123,7 +126,7 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             raise ConfigError(f"--budgets {budget:g}: a label budget is a fraction of the pool in (0, 1]")
     if not 0 <= args.decoder_mask_ratio < 1:
         raise ConfigError(f"--decoder-mask-ratio {args.decoder_mask_ratio:g}: need a number in [0, 1)")
-    for flag, value in (("--pt-steps", args.pt_steps), ("--workers", args.workers), ("--threads", args.threads)):
+    for flag, value in (("--pt-steps", args.pt_steps), ("--ft-steps", args.ft_steps), ("--workers", args.workers), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value}: need a whole number >= 1")
     if args.size is not None and (args.size < 32 or args.size % 16):
@@ -137,7 +140,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
                  pt_seeds=args.pt_seeds and tuple(args.pt_seeds), seeds=args.seeds and tuple(args.seeds),
                  budgets=args.budgets and tuple(args.budgets), ft_lrs=args.ft_lrs and tuple(args.ft_lrs),
                  style=scene_style(base.style, args.scene) if args.scene else None,
-                 pretrain=args.pt_steps and dataclasses.replace(base.pretrain, steps=args.pt_steps))
+                 pretrain=args.pt_steps and dataclasses.replace(base.pretrain, steps=args.pt_steps),
+                 finetune=args.ft_steps and dataclasses.replace(base.finetune, max_steps=args.ft_steps))
     cfg = dataclasses.replace(base, **{k: v for k, v in given.items() if v is not None})
     if args.decoder_mask_ratio:
         cfg = dataclasses.replace(cfg, model_kwargs={**cfg.model_kwargs, "decoder_mask_ratio": args.decoder_mask_ratio})

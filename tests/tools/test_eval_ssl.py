@@ -74,6 +74,8 @@ def test_flags_reach_the_configuration(tool):
     assert "decoder_mask_ratio" not in tool.config_from_args(tool.parse_args([])).model_kwargs
     assert tool.config_from_args(tool.parse_args(["--size", "64"])).size == 64
     assert tool.config_from_args(tool.parse_args(["--ft-lrs", "1e-3", "3e-4"])).ft_lrs == (1e-3, 3e-4)
+    longer = tool.config_from_args(tool.parse_args(["--ft-steps", "12000"])).finetune
+    assert longer == dataclasses.replace(tool.EvalConfig().finetune, max_steps=12000)
 
 
 @pytest.mark.parametrize("classes, pool, val, test", [(4, 1000, 100, 200), (8, 500, 50, 100), (6, 667, 67, 134)])
@@ -103,6 +105,7 @@ def test_scene_flags_change_only_the_fields_they_name(tool):
                                            (["--budgets", "1.5"], "--budgets 1.5"),
                                            (["--decoder-mask-ratio", "1"], "--decoder-mask-ratio 1"),
                                            (["--pt-steps", "0"], "--pt-steps 0"),
+                                           (["--ft-steps", "0"], "--ft-steps 0"),
                                            (["--workers", "0"], "--workers 0"),
                                            (["--size", "40"], "--size 40"),
                                            (["--ft-lrs", "0"], "--ft-lrs 0"),
