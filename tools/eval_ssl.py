@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"finetuning's most steps, the cosine's length (default {d.finetune.max_steps}; early stopping "
                         f"after {d.finetune.patience} validations without a new best)")
     p.add_argument("--classes", type=int,
-                   help=f"classes, the first ones of the procedural catalogue ({', '.join(CLASS_NAMES[:6])}, ...): an even "
-                        f"number from {MIN_CLASSES} to {MAX_CLASSES}; the splits keep their sizes ({d.classes * d.pool_per_class} / "
-                        f"{d.classes * d.val_per_class} / {d.classes * d.test_per_class} clips at least), shared among them "
-                        f"(default {d.classes})")
+                   help=f"classes, the first ones of the procedural catalogue ({', '.join(CLASS_NAMES[:6])}, "
+                        f"...): an even number from {MIN_CLASSES} to {MAX_CLASSES}; the splits keep their sizes "
+                        f"({d.classes * d.pool_per_class} / {d.classes * d.val_per_class} / "
+                        f"{d.classes * d.test_per_class} clips at least), shared among them (default {d.classes})")
     p.add_argument("--size", type=int, help=f"clip height and width in pixels, a multiple of 16 (default {d.size})")
     p.add_argument("--decoder-mask-ratio", type=float, default=0.0,
                    help="share of the encoder-masked cubes the decoder drops (model.decoder_mask_ratio)")
@@ -126,7 +126,8 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
             raise ConfigError(f"--budgets {budget:g}: a label budget is a fraction of the pool in (0, 1]")
     if not 0 <= args.decoder_mask_ratio < 1:
         raise ConfigError(f"--decoder-mask-ratio {args.decoder_mask_ratio:g}: need a number in [0, 1)")
-    for flag, value in (("--pt-steps", args.pt_steps), ("--ft-steps", args.ft_steps), ("--workers", args.workers), ("--threads", args.threads)):
+    for flag, value in (("--pt-steps", args.pt_steps), ("--ft-steps", args.ft_steps), ("--workers", args.workers),
+                        ("--threads", args.threads)):
         if value is not None and value < 1:
             raise ConfigError(f"{flag} {value}: need a whole number >= 1")
     if args.size is not None and (args.size < 32 or args.size % 16):
