@@ -38,7 +38,7 @@ from video_mcmae.eval.protocol import QUICK, EvalConfig, run_protocol, run_selec
 from video_mcmae.eval.records import finished
 from video_mcmae.paths import check_writable
 from video_mcmae.run_lock import lock_folder
-from video_mcmae.synthetic import CLASS_NAMES, MAX_CLASSES, MIN_CLASSES
+from video_mcmae.synthetic import CLASS_NAMES, MAX_CLASSES, MIN_CLASSES, class_names
 from video_mcmae.synthetic.scenes import SceneStyle
 
 RECORDS = "runs"
@@ -133,9 +133,10 @@ def config_from_args(args: argparse.Namespace) -> EvalConfig:
     if args.size is not None and (args.size < 32 or args.size % 16):
         raise ConfigError(f"--size {args.size}: need a multiple of 16 from 32 (the encoder's 1/16 grid)")
     if args.classes is not None:
-        if not MIN_CLASSES <= args.classes <= MAX_CLASSES or args.classes % 2:
-            raise ConfigError(f"--classes {args.classes}: need an even number from {MIN_CLASSES} to {MAX_CLASSES} "
-                              "(the procedural catalogue's classes come in opposite pairs)")
+        try:
+            class_names(args.classes)
+        except ValueError as err:
+            raise ConfigError(f"--classes: {err}") from None
         base = _with_classes(base, args.classes)
     given = dict(workers=args.workers, probe_layer=args.probe_layer, size=args.size,
                  pt_seeds=args.pt_seeds and tuple(args.pt_seeds), seeds=args.seeds and tuple(args.seeds),
