@@ -117,9 +117,12 @@ def test_scene_flags_change_only_the_fields_they_name(tool):
                                            (["--scene", "camera=0.5"], "camera=0.5: need a fraction from 0 to "
                                                                        "below 0.36"),
                                            (["--scene", "shape=blob"], "shape='blob': need one of circle"),
-                                           (["--classes", "5"], "--classes: num_classes=5: the synthetic set needs an even number from 4 to 12"),
-                                           (["--classes", "2"], "--classes: num_classes=2: the synthetic set needs an even number from 4 to 12"),
-                                           (["--classes", "14"], "--classes: num_classes=14: the synthetic set needs an even number")])
+                                           (["--classes", "5"], "--classes: num_classes=5: the synthetic set needs "
+                                                                "an even number from 4 to 12"),
+                                           (["--classes", "2"], "--classes: num_classes=2: the synthetic set needs "
+                                                                "an even number from 4 to 12"),
+                                           (["--classes", "14"], "--classes: num_classes=14: the synthetic set needs "
+                                                                 "an even number")])
 def test_bad_values_are_refused(tool, argv, message):
     with pytest.raises(ConfigError, match=message):
         tool.config_from_args(tool.parse_args(argv))
